@@ -1,4 +1,5 @@
-"""Tokenized CUT training examples from judged triplets, and the collate that batches them.
+"""Tokenized CUT training examples from judged triplets, the collate that batches them, and the
+tokenizing and padding helpers every objective shares.
 
 One `CutExample` per kept triplet (ALGORITHMS.md section 2):
 - Align-P (judgment None): plain prompt + response, ordinary likelihood.
@@ -83,6 +84,29 @@ def downsample_positives(triplets: Sequence[Triplet], ratio: float, seed: int) -
     return [t for i, t in enumerate(triplets) if t.judgment is not None or i in kept]
 
 
+def response_ids(tokenizer: Any, triplet: Triplet) -> list[int]:
+    """The response's token ids, tokenized on its own, with the EOS token appended unless
+    `Triplet.truncated` (generation was cut off, so the model must not learn to stop there)."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise CutLoopError("the tokenizer has no EOS token: responses cannot be terminated")
+    ids = tokenizer(triplet.response, add_special_tokens=False)["input_ids"]
+    if not triplet.truncated and (not ids or ids[-1] != eos):
+        ids = [*ids, eos]
+    return ids
+
+
+def plain_sequence(
+    triplet: Triplet, template: PromptTemplate, tokenizer: Any, max_length: int
+) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of the plain prompt + the response: what generation produced and
+    what likelihood-style losses (Align-P, SFT, RRHF, DPO) score."""
+    prompt = encode_prompt(
+        tokenizer, template.render(triplet.instruction, triplet.input, tokenizer)
+    )
+    return join_and_truncate(prompt, response_ids(tokenizer, triplet), max_length)
+
+
 def build_examples(
     triplets: Sequence[Triplet],
     template: PromptTemplate,
@@ -91,18 +115,11 @@ def build_examples(
     downsample: float,
     seed: int,
 ) -> list[CutExample]:
-    """Down-sample positives (see `downsample_positives`), then tokenize each kept triplet.
-
-    The response gets the EOS token appended unless `Triplet.truncated` (generation was cut off,
-    so the model must not learn to stop there)."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise CutLoopError("the tokenizer has no EOS token: responses cannot be terminated")
+    """Down-sample positives (see `downsample_positives`), then tokenize each kept triplet
+    (the response as `response_ids` makes it, shared by both contexts of a negative)."""
     examples = []
     for t in downsample_positives(triplets, downsample, seed):
-        response = tokenizer(t.response, add_special_tokens=False)["input_ids"]
-        if not t.truncated and (not response or response[-1] != eos):
-            response = [*response, eos]
+        response = response_ids(tokenizer, t)
         plain = encode_prompt(tokenizer, template.render(t.instruction, t.input, tokenizer))
         plain_ids, plain_labels = join_and_truncate(plain, response, max_length)
         if t.judgment is None:
@@ -129,6 +146,17 @@ def collate(examples: Sequence[CutExample], pad_id: int) -> dict[str, torch.Tens
     rows = [(e.input_ids, e.labels) for e in examples]
     neg_rows = [i for i, e in enumerate(examples) if e.negative]
     rows += [(examples[i].plain_input_ids, examples[i].plain_labels) for i in neg_rows]
+    return {**pad_rows(rows, pad_id), "neg_rows": torch.tensor(neg_rows, dtype=torch.long)}
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id padding uses: the tokenizer's pad token, else its EOS (padding is masked)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def pad_rows(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """(input_ids, labels) rows, right-padded to the longest: (R, T) long `input_ids`,
+    `labels` and `attention_mask`; padding has attention 0 and label IGNORE."""
     width = max(len(ids) for ids, _ in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
@@ -137,9 +165,4 @@ def collate(examples: Sequence[CutExample], pad_id: int) -> dict[str, torch.Tens
         input_ids[r, : len(ids)] = torch.tensor(ids)
         labels[r, : len(labs)] = torch.tensor(labs)
         attention[r, : len(ids)] = 1
-    return {
-        "input_ids": input_ids,
-        "labels": labels,
-        "attention_mask": attention,
-        "neg_rows": torch.tensor(neg_rows, dtype=torch.long),
-    }
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}

@@ -1,17 +1,19 @@
-"""The single-process PyTorch trainer: CUT loss, AdamW, warm-up + cosine, resumable checkpoints.
+"""The single-process PyTorch trainer: AdamW, warm-up + cosine, resumable checkpoints, and any
+loss behind the `Objective` protocol (CUT, SFT, RRHF, DPO: `factory.make_objective`).
 
 One optimizer step = `grad_accum` micro-batches of `micro_batch_size` examples, taken in a
-per-epoch permutation fixed by the seed and stored in every checkpoint. Which examples a step
-uses is a function of the step number alone, so a resumed run replays exactly the steps a
-killed one had left, with the same data, weights, optimizer and RNG states.
+per-epoch permutation fixed by the seed and stored in every checkpoint (`plan.py`, shared with
+the DeepSpeed trainer). Which examples a step uses is a function of the step number alone, so a
+resumed run replays exactly the steps a killed one had left, with the same data, weights,
+optimizer and RNG states.
 
-work_dir holds `checkpoint-<step>/` (the newest two) and `log.jsonl` (one row per step; a
-resumed run re-appends the steps after its checkpoint, so readers keep the last row per step).
+work_dir holds `checkpoint-<step>/` (the newest two) and `log.jsonl` (one row per step: loss,
+the objective's components, lr, grad_norm, tokens, seconds, tokens_per_s; a resumed run
+re-appends the steps after its checkpoint, so readers keep the last row per step).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -38,10 +40,11 @@ from cut_loop.generation.prompts import PromptTemplate
 from cut_loop.progress import stage_bar
 from cut_loop.rundir import JsonlAppender
 from cut_loop.training.base import TrainResult, Triplet
-from cut_loop.training.cut_loss import cut_loss, token_logprobs
-from cut_loop.training.examples import CutExample, build_examples, collate
+from cut_loop.training.examples import pad_token_id
+from cut_loop.training.factory import make_objective
+from cut_loop.training.plan import epoch_orders, fingerprint, step_counts, step_micro_batches
 
-# Config fields that change the LM head's output; token_logprobs applies the plain projection.
+# Config fields that change the LM head's output; the losses apply the plain projection.
 _HEAD_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
@@ -57,9 +60,10 @@ class TorchTrainer:
         *,
         logit_chunk: int = 512,
     ) -> None:
-        self.config, self.loss, self.template, self.seed = config, loss, template, seed
-        self.logit_chunk = logit_chunk  # label positions projected to the vocabulary at once
+        self.config, self.loss, self.seed = config, loss, seed
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # logit_chunk: label positions projected onto the vocabulary at once.
+        self.objective = make_objective(loss, config, template, seed, self.device, logit_chunk)
 
     def train(
         self,
@@ -80,11 +84,8 @@ class TorchTrainer:
         for stale in work_dir.glob(".checkpoint-*.tmp"):  # a save a kill interrupted
             shutil.rmtree(stale)
         tokenizer = AutoTokenizer.from_pretrained(start_model)
-        examples = build_examples(
-            triplets, self.template, tokenizer, cfg.max_length, self.loss.downsample, self.seed
-        )
-        negatives = sum(e.negative for e in examples)
-        metrics: dict[str, Any] = {"negatives": negatives, "positives": len(examples) - negatives}
+        examples = self.objective.build(triplets, tokenizer, Path(start_model), work_dir)
+        metrics: dict[str, Any] = dict(self.objective.counts(examples))
         if not examples:
             _replace_dir(Path(start_model), out_dir, copy=True)
             return TrainResult(steps=0, examples=0, metrics=metrics)
@@ -93,37 +94,25 @@ class TorchTrainer:
         save_dtype = AutoConfig.from_pretrained(start_model).dtype or torch.float32
         model = self._load_model(Path(start_model))
         optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
-        micro_batches = math.ceil(len(examples) / cfg.micro_batch_size)
-        steps_per_epoch = math.ceil(micro_batches / cfg.grad_accum)
-        total = cfg.epochs * steps_per_epoch
+        steps_per_epoch, total = step_counts(len(examples), cfg)
         scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, total)
         state = {
-            "fingerprint": self._fingerprint(examples, total),
-            "orders": [
-                np.random.default_rng([self.seed, epoch]).permutation(len(examples)).tolist()
-                for epoch in range(cfg.epochs)
-            ],
+            "fingerprint": fingerprint(examples, total, self.seed, cfg, self.loss),
+            "orders": epoch_orders(len(examples), self.seed, cfg.epochs),
         }
         step = start = _resume(work_dir, model, optimizer, scheduler, state)
         stop = total if stop_after_steps is None else min(total, stop_after_steps)
-        pad_id = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        )
+        pad_id = pad_token_id(tokenizer)
         trainable = [p for p in model.parameters() if p.requires_grad]
         model.train()
 
-        span = cfg.grad_accum * cfg.micro_batch_size  # examples per optimizer step
         with (
             stage_bar("training", total, done=step, unit="step") as bar,
             JsonlAppender(work_dir / "log.jsonl") as log,
         ):
             while step < stop:
-                epoch, index = divmod(step, steps_per_epoch)
-                picked = state["orders"][epoch][index * span : (index + 1) * span]
-                group = [
-                    [examples[i] for i in picked[j : j + cfg.micro_batch_size]]
-                    for j in range(0, len(picked), cfg.micro_batch_size)
-                ]
+                epoch, micro = step_micro_batches(state["orders"], step, steps_per_epoch, cfg)
+                group = [[examples[i] for i in indices] for indices in micro]
                 t0 = time.perf_counter()
                 row = self._step(model, trainable, group, pad_id)
                 row["lr"] = scheduler.get_last_lr()[0]
@@ -131,7 +120,8 @@ class TorchTrainer:
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                row["tokens_per_s"] = row.pop("tokens") / (time.perf_counter() - t0)
+                row["seconds"] = time.perf_counter() - t0
+                row["tokens_per_s"] = row["tokens"] / row["seconds"]
                 log.append({"step": step, "epoch": epoch, **row})
                 metrics["loss"] = row["loss"]
                 if step % cfg.save_every == 0 or step == total:
@@ -175,7 +165,7 @@ class TorchTrainer:
         self,
         model: torch.nn.Module,
         trainable: list[torch.nn.Parameter],
-        group: list[list[CutExample]],
+        group: list[list[Any]],
         pad_id: int,
     ) -> dict[str, Any]:
         """Forward + backward over one accumulation group, then clip. Returns the step's
@@ -183,12 +173,10 @@ class TorchTrainer:
         base = model.get_base_model() if self.config.lora.enabled else model
         loss_sum, tokens, parts = 0.0, 0, []
         for examples in group:
-            batch = {k: v.to(self.device) for k, v in collate(examples, pad_id).items()}
+            batch = self.objective.collate(examples, pad_id)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
-                logp, mask = batch_logprobs(base, batch, self.logit_chunk)
-                loss, comps = cut_loss(
-                    logp, mask, batch["neg_rows"], self.loss.threshold, self.loss.weight_unlike
-                )
+                loss, comps = self.objective.loss(base, batch)
             # Micro-batch means averaged over the group, as the reference's Trainer does.
             (loss / len(group)).backward()
             loss_sum += loss.item()
@@ -200,31 +188,6 @@ class TorchTrainer:
             row[key] = sum(values) / len(values) if values else None
         norm = torch.nn.utils.clip_grad_norm_(trainable, self.config.max_grad_norm or math.inf)
         return {**row, "grad_norm": norm.item(), "tokens": tokens}
-
-    def _fingerprint(self, examples: Sequence[CutExample], total: int) -> dict[str, Any]:
-        """What a checkpoint must agree on to be resumed by this run."""
-        data = hashlib.sha256(
-            json.dumps([(e.id, e.input_ids, e.plain_input_ids) for e in examples]).encode()
-        ).hexdigest()
-        c = self.config
-        return {
-            "data": data, "total_steps": total, "seed": self.seed, "lora": c.lora.enabled,
-            "micro_batch_size": c.micro_batch_size, "grad_accum": c.grad_accum,
-        }  # fmt: skip
-
-
-def batch_logprobs(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk: int = 512
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`token_logprobs` of a collated batch under a causal LM (a transformers model; with LoRA
-    its base model, whose layers carry the adapters): (R, T - 1) log p of each next token and
-    its mask. The decoder's hidden states go through the LM head's weight chunk by chunk, so
-    the model's own (R, T, V) logits are never built."""
-    hidden = model.get_decoder()(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).last_hidden_state
-    head = model.get_output_embeddings()
-    return token_logprobs(hidden[:, :-1], batch["labels"][:, 1:], head.weight, head.bias, chunk)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
 """The CUT loss against hand-worked numbers, against the reference's full-softmax formulation,
-and for where its gradients go."""
+for where its gradients go, and the fused head against the plain chunked path."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cut_loop.training.cut_loss import cut_loss, token_logprobs
+from cut_loop.training.cut_loss import cut_loss
 from cut_loop.training.examples import IGNORE, CutExample, collate
+from cut_loop.training.fused_cut import fused_cut_loss
+from cut_loop.training.logprobs import token_logprobs
 
 LN2 = math.log(2.0)
 
@@ -195,3 +197,47 @@ def test_gradients_skip_the_ratio_and_the_prompt():
     assert grad[unscored].abs().sum() == 0
     assert grad[b:][~unscored[b:]].abs().sum() > 0
     assert 0 < parts["flagged_token_fraction"] < 1
+
+
+@pytest.mark.parametrize("threshold", [1.1, 0.8, 2.0])
+def test_fused_head_gives_the_same_loss_and_gradients(threshold):
+    """`fused_cut_loss` (gradients computed inside the chunked forward) against `cut_loss` on
+    `token_logprobs` (autograd through checkpointed chunks): identical values and components,
+    gradients of the hidden states, the head weight and its bias equal to rounding."""
+    gen = torch.Generator().manual_seed(1)
+    batch = _random_batch(gen)
+    labels, neg_rows = batch["labels"][:, 1:], batch["neg_rows"]
+    hidden = torch.randn(*labels.shape, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(13, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(13, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    results = []
+    for fused in (True, False):
+        if fused:
+            loss, parts = fused_cut_loss(hidden, labels, weight, bias, neg_rows, threshold, 0.7, 3)
+        else:
+            logp, mask = token_logprobs(hidden, labels, weight, bias, chunk=3)
+            loss, parts = cut_loss(logp, mask, neg_rows, threshold, weight_unlike=0.7)
+        results.append((loss.item(), parts, torch.autograd.grad(loss, [hidden, weight, bias])))
+    (loss_f, parts_f, grads_f), (loss_u, parts_u, grads_u) = results
+    assert loss_f == loss_u and parts_f == parts_u
+    for a, b in zip(grads_f, grads_u, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_head_with_a_frozen_head_and_without_negatives():
+    """LoRA freezes the (tied) head: only the hidden states get a gradient. Without negatives
+    the loss is the mean NLL, i.e. cross-entropy over the scored tokens."""
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.tensor([[IGNORE, 3, 4, 1], [IGNORE, IGNORE, 2, IGNORE]])
+    hidden = torch.randn(2, 4, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(13, 8, generator=gen, dtype=torch.float64)
+    no_neg = torch.tensor([], dtype=torch.long)
+    loss, parts = fused_cut_loss(hidden, labels, weight, None, no_neg, 1.1, 1.0, chunk=2)
+    logits = hidden @ weight.T
+    expected = F.cross_entropy(logits.reshape(-1, 13), labels.reshape(-1))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert parts["misalign_loss"] is None
+    (grad,) = torch.autograd.grad(loss, hidden)
+    (expected_grad,) = torch.autograd.grad(expected, hidden)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)

@@ -1,8 +1,10 @@
-"""TorchTrainer on the tiny model: it learns, resumes exactly, merges LoRA, saves HF dirs."""
+"""TorchTrainer on the tiny model: it learns (with every loss), resumes exactly, merges LoRA,
+saves HF dirs."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,12 +13,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cut_loop.config import LoraConfig, LossConfig, TrainConfig
+from cut_loop.config import LoraConfig, LossConfig, TrainConfig, config_from_dict
 from cut_loop.errors import CutLoopError
 from cut_loop.generation.prompts import load_template
 from cut_loop.training.base import Triplet
 from cut_loop.training.examples import IGNORE, build_examples, collate
-from cut_loop.training.torch_trainer import TorchTrainer, batch_logprobs
+from cut_loop.training.factory import make_trainer
+from cut_loop.training.logprobs import batch_logprobs
+from cut_loop.training.torch_trainer import TorchTrainer
 
 TRIPLETS = [
     Triplet(
@@ -161,3 +165,77 @@ def test_gradient_checkpointing_changes_memory_not_results(tiny_model_dir, tmp_p
     assert a == pytest.approx(b, rel=1e-6)
     for name, tensor in _weights(tmp_path / "oFalse").items():
         torch.testing.assert_close(_weights(tmp_path / "oTrue")[name], tensor)
+
+
+# Two instructions, four judged responses each (two of them different from the other two),
+# scored: what RRHF and DPO rank.
+SCORED = [
+    replace(
+        t, response=t.response if i < 4 else t.response[::-1], score=float(i % 3),
+        prompt_id=f"p{i % 2}",
+    )
+    for i, t in enumerate(TRIPLETS)
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("loss", "components", "steps"),
+    [
+        ("sft", set(), 12),  # 4 acceptable responses, 2 a step
+        ("rrhf", {"rank_loss", "sft_loss", "ranked_pairs"}, 6),  # 2 groups, 2 a step
+        ("dpo", {"reward_margin", "reward_accuracy"}, 30),  # 10 pairs by score, 2 a step
+    ],
+)
+def test_other_losses_train_through_the_same_trainer(
+    tiny_model_dir, tmp_path, loss, components, steps
+):
+    config = _config(epochs=6, micro_batch_size=2, grad_accum=1, bf16=False)
+    trainer = TorchTrainer(config, LossConfig(name=loss), load_template("alpaca"), seed=0)
+    result = trainer.train(SCORED, tiny_model_dir, tmp_path / "w", tmp_path / "out")
+
+    assert result.steps == steps
+    losses = _losses(tmp_path / "w")
+    assert (losses[steps - 1] + losses[steps]) / 2 < (losses[1] + losses[2]) / 2
+    first = json.loads((tmp_path / "w" / "log.jsonl").read_text().splitlines()[0])
+    assert components <= set(first)
+    if loss == "dpo":  # the reference is the starting policy: the first step's loss is ln 2
+        assert losses[1] == pytest.approx(math.log(2), abs=1e-4)
+        assert result.metrics["pairs"] == 10
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+
+
+def test_dpo_resumes_exactly_with_its_stored_reference(tiny_model_dir, tmp_path):
+    config = _config(epochs=1, micro_batch_size=2, grad_accum=1, bf16=False)  # 5 steps
+
+    def trainer() -> TorchTrainer:
+        return TorchTrainer(config, LossConfig(name="dpo"), load_template("alpaca"), seed=0)
+
+    trainer().train(SCORED, tiny_model_dir, tmp_path / "a", tmp_path / "a-out")
+    trainer().train(SCORED, tiny_model_dir, tmp_path / "b", tmp_path / "b-out", stop_after_steps=3)
+    resumed = trainer().train(SCORED, tiny_model_dir, tmp_path / "b", tmp_path / "b-out")
+    assert resumed.metrics["resumed_from"] == 2
+    a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert b == pytest.approx(a, rel=1e-6)
+
+
+def test_dpo_without_several_responses_per_instruction_is_refused(tiny_model_dir, tmp_path):
+    trainer = TorchTrainer(_config(), LossConfig(name="dpo"), load_template("alpaca"), seed=0)
+    with pytest.raises(CutLoopError, match="samples_per_instruction >= 2"):
+        trainer.train(TRIPLETS, tiny_model_dir, tmp_path / "w", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    cfg = config_from_dict({"loss": {"name": "dpo"}})
+    with pytest.raises(CutLoopError, match="samples_per_instruction >= 2"):
+        make_trainer(cfg, load_template("alpaca"))
+    make_trainer(config_from_dict({"loss": {"name": "dpo"}, "generation": {
+        "samples_per_instruction": 2}}), load_template("alpaca"))  # fmt: skip
+
+
+def test_max_steps_shortens_the_run_and_its_schedule(tiny_model_dir, tmp_path):
+    config = _config(epochs=5, max_steps=3, warmup_steps=1)  # 10 steps without the cap
+    result = _trainer(config).train(TRIPLETS, tiny_model_dir, tmp_path / "w", tmp_path / "out")
+    assert result.steps == 3 and (tmp_path / "out" / "model.safetensors").exists()
+    rows = [json.loads(r) for r in (tmp_path / "w" / "log.jsonl").read_text().splitlines()]
+    # Warm-up 1 step, then the cosine over the 2 left: half-way at the third step (over 10
+    # steps it would still be at 0.97 of the peak).
+    assert rows[-1]["lr"] == pytest.approx(0.5 * config.learning_rate)
+    assert all(r["tokens"] > 0 and r["seconds"] > 0 for r in rows)
