@@ -38,9 +38,13 @@ def run(
     per_round: Annotated[int | None, typer.Option(help="Fresh instructions per round.")] = None,
     eval_size: Annotated[int | None, typer.Option(help="Held-out eval instructions.")] = None,
     judge: Annotated[
-        str | None, typer.Option(help="openai, rules, module:Name, file.py:Name.")
+        str | None,
+        typer.Option(
+            help="openai, hf, reward-model, rules, all/chain/vote, rubric.yaml,"
+            " module:Name or file.py:Name."
+        ),
     ] = None,
-    loss: Annotated[str | None, typer.Option(help="Training loss: cut.")] = None,
+    loss: Annotated[str | None, typer.Option(help="Training loss: cut, sft, rrhf, dpo.")] = None,
     generator: Annotated[str | None, typer.Option(help="auto, hf or vllm.")] = None,
     trainer: Annotated[str | None, typer.Option(help="auto, torch or deepspeed.")] = None,
     seed: Annotated[
@@ -84,12 +88,64 @@ def run(
         raise typer.Exit(130) from None
 
 
+@app.command()
+def train(
+    data: Annotated[
+        Path,
+        typer.Option(help="CUT-format JSON list: instruction, input, output, judgment[, score]."),
+    ],
+    output: Annotated[
+        Path, typer.Option(help="Output directory (config, checkpoints, model/); resumes.")
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="smollm2-135m, a local HF dir or a Hub id.")
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="cut (default), sft, rrhf or dpo.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (CLI options win).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for down-sampling and training.")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Stop after this many optimizer steps (train.max_steps).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any other config field: --set train.learning_rate=1e-5."),
+    ] = None,
+) -> None:
+    """Train once on a file of judged responses (offline alignment), then print the
+    flagged-token fraction, the loss per component and the throughput."""
+    overrides: dict[str, Any] = {
+        "run_dir": str(output),
+        "model": model,
+        "loss.name": loss,
+        "seed": seed,
+        "train.max_steps": max_steps,
+    }
+    try:
+        _quiet_libraries()
+        from cut_loop.config import resolve_run_config
+        from cut_loop.offline import format_summary, train_offline
+
+        cfg = resolve_run_config(config, overrides, set_ or [])
+        typer.echo(format_summary(train_offline(data, cfg, output)))
+    except CutLoopError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        typer.echo("interrupted: re-run the same command to resume", err=True)
+        raise typer.Exit(130) from None
+
+
 def _quiet_libraries() -> None:
     """Our own progress bars say what is happening; the libraries' per-file loading bars and
     advice warnings would bury them."""
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    if not torch.cuda.is_available():
+        # transformers imports DeepSpeed (when installed) on every model load; without a GPU
+        # DeepSpeed then prints an "accelerator set to CPU" warning to stdout. Say it first.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -33,7 +33,8 @@ class DataConfig:
 @dataclass
 class GenerationConfig:
     backend: str = "auto"
-    """`auto` (vLLM where it imports, else transformers), `hf` or `vllm`."""
+    """`auto` (vLLM where it is installed and its engine starts for the model, else
+    transformers), `hf` or `vllm`."""
     template: str = "alpaca"
     """Prompt template: a name in templates/ (`alpaca`, `chat`) or a path to a template YAML."""
     max_new_tokens: int = 512
@@ -50,6 +51,22 @@ class GenerationConfig:
     """Responses per shard file: a killed run resumes from the last finished shard."""
     dtype: str = "bfloat16"
     """Weights dtype for generation: bfloat16, float16 or float32."""
+    stop: list[str] = field(default_factory=list)
+    """Stop strings: a response ends before the first one it produces (and counts as finished)."""
+    vllm_python: str = ""
+    """vLLM: the interpreter that runs the engine (a child process). Empty: $CUT_LOOP_VLLM_PYTHON
+    (`none` turns vLLM off), else .venv-vllm/bin/python in the checkout (made by
+    `scripts/setup.sh --vllm`), else this Python when vLLM is installed in it."""
+    tensor_parallel_size: int = 1
+    """vLLM: GPUs one engine spreads the model over."""
+    gpu_memory_utilization: float = 0.9
+    """vLLM on GPUs: fraction of GPU memory the engine may take (weights + KV cache)."""
+    cpu_kvcache_gb: int = 2
+    """vLLM on CPU: GiB of RAM for the KV cache (VLLM_CPU_KVCACHE_SPACE)."""
+    max_model_len: int = 0
+    """vLLM: longest prompt + response in tokens (0: the model's own limit)."""
+    enforce_eager: bool = False
+    """vLLM: no torch.compile / CUDA graphs: the engine starts much sooner, decodes ~15% slower."""
 
 
 @dataclass
@@ -69,14 +86,23 @@ class JudgeConfig:
 @dataclass
 class LossConfig:
     name: str = "cut"
-    """`cut` (Contrastive Unlikelihood Training); `rrhf`, `sft` and `dpo` arrive with the
-    losses work."""
+    """`cut` (Contrastive Unlikelihood Training: learns from critiques), `sft` (likelihood of
+    the acceptable responses only), `rrhf` (ranks the responses to each instruction by judge
+    score: needs a judge that returns scores), `dpo` (acceptable over criticised, or higher
+    score over lower, within each instruction: needs generation.samples_per_instruction >= 2)."""
     threshold: float = 1.1
-    """Misalign: tokens with p(y|judged)/p(y|plain) above this get the unlikelihood term."""
+    """CUT Misalign: tokens with p(y|judged)/p(y|plain) above this get the unlikelihood term."""
     weight_unlike: float = 1.0
-    """Weight of the unlikelihood term."""
+    """CUT: weight of the unlikelihood term."""
     downsample: float = 0.25
-    """Positives kept per negative (random down-sampling before training)."""
+    """CUT: positives kept per negative (random down-sampling before training)."""
+    rrhf_weight: float = 1.0
+    """RRHF: weight of the ranking loss against the SFT term on the best response (1 as
+    published for the Wombat models; the RRHF code's default is 100)."""
+    length_penalty: float = 1.0
+    """RRHF: a response's log-likelihood is divided by its length ** length_penalty."""
+    beta: float = 0.1
+    """DPO: strength of the implicit KL penalty toward the reference (the starting policy)."""
 
 
 @dataclass
@@ -90,9 +116,41 @@ class LoraConfig:
 
 
 @dataclass
+class DeepSpeedConfig:
+    launcher: str = "deepspeed"
+    """How the ranks start: `deepspeed` (its launcher; the only one that reaches other nodes)
+    or `torchrun` (this machine only)."""
+    num_gpus: int = 0
+    """GPUs (ranks) per node; 0: every visible GPU."""
+    num_nodes: int = 1
+    """Nodes to train on (listed in `hostfile`)."""
+    hostfile: str = ""
+    """DeepSpeed hostfile (`host slots=N` per line) for multi-node runs; empty: this machine."""
+    master_addr: str = ""
+    """Address of the rank-0 node for multi-node runs (empty: the launcher's default)."""
+    master_port: int = 0
+    """Rendezvous port of rank 0 (0: a free port of this machine, picked at launch)."""
+    num_procs: int = 2
+    """Ranks on a machine without GPUs (CPU training, the tests)."""
+    omp_threads: int = 0
+    """OpenMP threads per rank on CPU (0: cores / ranks; more oversubscribes the cores)."""
+    zero_stage: int = 2
+    """ZeRO stage: 0 (data parallel), 1 (optimizer states), 2 (+ gradients) or 3 (+ weights)
+    partitioned over the ranks."""
+    offload_optimizer: bool = False
+    """ZeRO: keep optimizer states in CPU memory (DeepSpeedCPUAdam; JIT-built on first use)."""
+    offload_params: bool = False
+    """ZeRO-3: keep the weights in CPU memory between uses."""
+    config_file: str = ""
+    """A DeepSpeed JSON merged over the generated one (its batch sizes must agree with
+    train.micro_batch_size and train.grad_accum; "auto" values are filled in)."""
+
+
+@dataclass
 class TrainConfig:
     backend: str = "auto"
-    """`auto`, `torch` (one process) or `deepspeed`."""
+    """`auto` (deepspeed when several GPUs are visible or train.deepspeed.hostfile is set,
+    else torch), `torch` (one process) or `deepspeed` (ranks launched as a child)."""
     learning_rate: float = 2e-5
     """Peak learning rate (the CUT recipe uses 4e-4 with LoRA)."""
     warmup_steps: int = 100
@@ -111,7 +169,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     save_every: int = 50
     """Optimizer steps between resumable training checkpoints."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: as many as `epochs` make); the warm-up and
+    cosine schedule then span the shorter run."""
     lora: LoraConfig = field(default_factory=LoraConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    """The DeepSpeed trainer's launch and ZeRO settings (train.backend=deepspeed)."""
 
 
 @dataclass
@@ -146,6 +209,12 @@ OPERATIONAL_FIELDS = {
     "iterations",
     "generation.batch_size",
     "generation.shard_size",
+    "generation.vllm_python",
+    "generation.tensor_parallel_size",
+    "generation.gpu_memory_utilization",
+    "generation.cpu_kvcache_gb",
+    "generation.max_model_len",
+    "generation.enforce_eager",
     "judge.batch_size",
     "judge.concurrency",
     "judge.timeout",
@@ -153,15 +222,31 @@ OPERATIONAL_FIELDS = {
     "judge.cache",
     "judge.backoff_base",
     "judge.backoff_max",
+    "judge.max_requests",
+    "judge.max_cost_usd",
+    "judge.price_prompt",
+    "judge.price_completion",
     "train.save_every",
     "train.gradient_checkpointing",
+    # Where and on how many processes the ranks run (a resume may change them where DeepSpeed
+    # can re-shard the checkpoint: deepspeed_worker.py says where).
+    "train.deepspeed.launcher",
+    "train.deepspeed.num_gpus",
+    "train.deepspeed.num_nodes",
+    "train.deepspeed.hostfile",
+    "train.deepspeed.master_addr",
+    "train.deepspeed.master_port",
+    "train.deepspeed.num_procs",
+    "train.deepspeed.omp_threads",
 }
 
 _CHOICES = {
     "generation.backend": {"auto", "hf", "vllm"},
     "generation.dtype": {"bfloat16", "float16", "float32"},
-    "loss.name": {"cut"},
+    "loss.name": {"cut", "sft", "rrhf", "dpo"},
     "train.backend": {"auto", "torch", "deepspeed"},
+    "train.deepspeed.launcher": {"deepspeed", "torchrun"},
+    "train.deepspeed.zero_stage": {0, 1, 2, 3},
 }
 
 
@@ -184,6 +269,8 @@ def _check(cfg: RunConfig) -> list[str]:
         "train.max_length",
         "train.epochs",
         "train.save_every",
+        "train.deepspeed.num_nodes",
+        "train.deepspeed.num_procs",
     ]
     for key in positive:
         if _get(cfg, key) < 1:
@@ -196,10 +283,26 @@ def _check(cfg: RunConfig) -> list[str]:
         errors.append("generation.top_p must be in (0, 1]")
     if not 0 <= cfg.judge.max_failed_fraction <= 1:
         errors.append("judge.max_failed_fraction must be in [0, 1]")
-    if cfg.loss.downsample < 0:
-        errors.append("loss.downsample must be >= 0")
+    for key in ("loss.downsample", "loss.weight_unlike", "loss.rrhf_weight", "train.max_steps"):
+        if _get(cfg, key) < 0:
+            errors.append(f"{key} must be >= 0")
+    if cfg.loss.beta <= 0:
+        errors.append("loss.beta must be > 0")
     if cfg.train.learning_rate <= 0:
         errors.append("train.learning_rate must be > 0")
+    ds = cfg.train.deepspeed
+    for key in ("train.deepspeed.num_gpus", "train.deepspeed.omp_threads"):
+        if _get(cfg, key) < 0:
+            errors.append(f"{key} must be >= 0")
+    if not 0 <= ds.master_port <= 65535:
+        errors.append("train.deepspeed.master_port must be in [0, 65535]")
+    if ds.offload_params and ds.zero_stage != 3:
+        errors.append("train.deepspeed.offload_params needs train.deepspeed.zero_stage=3")
+    if ds.launcher == "torchrun" and (ds.hostfile or ds.num_nodes > 1):
+        errors.append(
+            "train.deepspeed.launcher=torchrun runs on this machine only: use launcher deepspeed"
+            " with a hostfile for several nodes"
+        )
     return errors
 
 

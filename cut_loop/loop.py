@@ -195,7 +195,8 @@ class Loop:
         responses = self._generate(folder, eval_set, model, f"eval {k}", "eval")
         judgments = judge_stage(folder, responses, self.judge, self.cfg, f"eval {k}")
         counts = judgment_counts(judgments[r["id"]] for r in responses)
-        RunDir.mark_done(folder, "eval", counts)
+        usage = (RunDir.done_info(folder, "judge") or {}).get("usage", {})
+        RunDir.mark_done(folder, "eval", {**counts, "usage": usage})
         rate = counts["acceptance_rate"]
         self.rd.log(f"eval after round {k}: acceptance {rate if rate is None else f'{rate:.3f}'}")
 

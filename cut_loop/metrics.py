@@ -44,15 +44,10 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 def summary_table(rows: list[dict[str, Any]], title: str = "cut_loop run") -> Table:
     """Per round: what the judge thought of the round's samples, training, held-out eval."""
     table = Table(title=title)
-    for name in (
-        "round",
-        "train acc.",
-        "critiques",
-        "steps",
-        "last loss",
-        "eval acc.",
-        "eval score",
-    ):
+    # A paid judge's spend per round (rules and local judges report none: no column).
+    paid = any((row.get("usage") or {}).get("cost_usd") for row in rows)
+    columns = ["round", "train acc.", "critiques", "steps", "last loss", "eval acc.", "eval score"]
+    for name in columns + (["judge $"] if paid else []):
         table.add_column(name, justify="right")
     by_round: dict[int, dict[str, dict[str, Any]]] = {}
     for row in rows:
@@ -60,7 +55,7 @@ def summary_table(rows: list[dict[str, Any]], title: str = "cut_loop run") -> Ta
     for k in sorted(by_round):
         r = by_round[k]
         judge, train, ev = r.get("judge", {}), r.get("train", {}), r.get("eval", {})
-        table.add_row(
+        cells = [
             str(k),
             _fmt(judge.get("acceptance_rate")),
             _fmt(judge.get("unacceptable")),
@@ -68,5 +63,9 @@ def summary_table(rows: list[dict[str, Any]], title: str = "cut_loop run") -> Ta
             _fmt(train.get("loss"), ".4f"),
             _fmt(ev.get("acceptance_rate")),
             _fmt(ev.get("mean_score"), ".2f"),
-        )
+        ]
+        if paid:
+            cost = sum((x.get("usage") or {}).get("cost_usd", 0.0) for x in (judge, ev))
+            cells.append(f"{cost:.2f}")
+        table.add_row(*cells)
     return table

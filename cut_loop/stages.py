@@ -17,7 +17,7 @@ from cut_loop.data.records import Instruction
 from cut_loop.errors import CutLoopError
 from cut_loop.generation.base import Completion, Generator, SamplingParams
 from cut_loop.generation.prompts import PromptTemplate
-from cut_loop.judging.base import Judge, JudgeItem, Judgment
+from cut_loop.judging.base import BUDGET_REACHED, Judge, JudgeItem, Judgment, usage_totals
 from cut_loop.progress import stage_bar
 from cut_loop.rundir import JsonlAppender, RunDir, atomic_write_jsonl, read_jsonl
 
@@ -64,6 +64,7 @@ def generate_stage(
                         top_p=cfg.generation.top_p,
                         n=samples,
                         seed=shard_seed(cfg.seed, seed_tag, i),
+                        stop=tuple(cfg.generation.stop),
                     )
                     outs = generator.generate(prompts, params, on_batch=bar.advance)  # type: ignore[union-attr]
                     atomic_write_jsonl(paths[i], _response_rows(shards[i], outs, samples))
@@ -128,12 +129,18 @@ def judge_stage(
             bar.advance(len(items))
     failed = [j for j in judgments.values() if j.failed]
     allowed = int(cfg.judge.max_failed_fraction * len(responses))
-    if len(failed) > allowed:
+    # A spent budget is the user's stop sign, not judge noise: it stops the round whatever
+    # max_failed_fraction tolerates, and a re-run (with a new budget) judges the rest.
+    budget = [j for j in failed if (j.error or "").startswith(BUDGET_REACHED)]
+    if len(failed) > allowed or budget:
+        first = (budget or failed)[0]
         raise CutLoopError(
             f"{path}: {len(failed)} of {len(responses)} judgments failed"
-            f" (first: {failed[0].error}); re-run the same command to retry only those"
+            f" (first: {first.error}); re-run the same command to retry only those"
         )
-    RunDir.mark_done(folder, "judge", judgment_counts(judgments.values()))
+    # Usage over every row ever appended, superseded failures included: they were paid for.
+    paid = usage_totals(Judgment.from_dict(row) for row in read_jsonl(path))
+    RunDir.mark_done(folder, "judge", {**judgment_counts(judgments.values()), "usage": paid})
     return judgments
 
 

@@ -8,10 +8,15 @@ verdict: the loop stores it, reports it, and asks again on the next resume.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
+
+# A failed judgment whose error starts with this was never sent: the judge's request or spend
+# budget ran out. The loop stops the round on it (whatever max_failed_fraction allows); any
+# judge, a plugin too, may use it for the same effect.
+BUDGET_REACHED = "budget reached"
 
 
 class Verdict(str, Enum):
@@ -40,7 +45,11 @@ class Judgment:
     score: float | None = None  # optional numeric score (e.g. 1-10, or a reward)
     error: str | None = None  # why it failed; set only when verdict is FAILED
     raw: str | None = None  # the judge's raw output, for auditing
-    usage: dict[str, int] = field(default_factory=dict)  # e.g. prompt/completion tokens
+    # What producing this judgment cost in the call that returned it: e.g. requests,
+    # prompt_tokens, completion_tokens, cost_usd (USD, when the price is known); a cache hit
+    # cost nothing again and says {"cache_hits": 1}. Summing `usage` over every judgment a
+    # judge returned gives what it spent (see `usage_totals`).
+    usage: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -89,3 +98,14 @@ class Judge(Protocol):
     """
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]: ...
+
+
+def usage_totals(judgments: Iterable[Judgment]) -> dict[str, float]:
+    """Key-wise sum of `usage` over `judgments` (e.g. over every row of a judgments.jsonl,
+    failed attempts included, since they were paid for too). `cost_usd` in the sum covers only
+    the judgments whose cost was known."""
+    totals: dict[str, float] = {}
+    for j in judgments:
+        for key, value in j.usage.items():
+            totals[key] = totals.get(key, 0) + value
+    return totals

@@ -8,35 +8,35 @@ backoff + jitter, honouring Retry-After. A malformed answer gets one re-ask, the
 
 With `cache=<file.jsonl>`, each answered item is appended (fsynced) as soon as it arrives and
 looked up before any request, so a run killed mid-batch never pays twice for an item.
+
+Every request is counted against a `Budget` (pricing.py) before it is sent: once `max_requests`
+or `max_cost_usd` is reached, the items still waiting come back as failed judgments ("budget
+reached: ...") without a request, the loop stops the round with that one line, and a re-run
+judges only what is left.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import json
 import os
-import random
-import threading
-import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import openai
 
 from cut_loop.errors import CutLoopError
 from cut_loop.judging.base import JudgeItem, Judgment
-from cut_loop.judging.rubric import load_rubric, parse_answer
+from cut_loop.judging.loop_thread import LoopThread
+from cut_loop.judging.pricing import Budget, BudgetReached, table_price
+from cut_loop.judging.retry import FATAL_STATUS, backoff_delay, retry_after_seconds, retryable
+from cut_loop.judging.rubric import judgment_from_answer, load_rubric
 from cut_loop.rundir import JsonlAppender, read_jsonl
 
 OPENAI_URL = "https://api.openai.com/v1"
-_RETRY_STATUS = {408, 409, 429}  # plus every 5xx
-_FATAL_STATUS = {401, 403, 404}  # wrong key, no access, wrong model or URL: every item would fail
-_MAX_RETRY_AFTER = 600.0  # seconds; a sanity cap on what a server may ask us to wait
-T = TypeVar("T")
 
 
 class OpenAIJudge:
@@ -50,9 +50,15 @@ class OpenAIJudge:
     a name in judges/ or a YAML path); `acceptable_score` (7); `cache` (None, or an append-only
     JSONL path); `temperature` (0); `backoff_base` / `backoff_max` (1 s / 60 s: retry delays
     grow as base * 2**attempt, capped, with jitter); `client` (an `openai.AsyncOpenAI` to use
-    instead of building one, e.g. in tests; it must stay on this judge's event loop).
+    instead of building one, e.g. in tests; it must stay on this judge's event loop);
+    `max_requests` / `max_cost_usd` (None: no limit; requests of this judge object, retries and
+    re-asks included, and their estimated USD cost); `price_prompt` / `price_completion` (USD
+    per 1K tokens; default: pricing.PRICES_PER_1K by model name, else unknown, which is fine
+    unless `max_cost_usd` is set).
 
-    `stats` counts requests, retries, reasks, cache_hits and failed items since construction.
+    `stats` counts, since construction: requests, retries, reasks, cache_hits, failed items,
+    budget_reached (items failed by a budget, no request sent), prompt_tokens,
+    completion_tokens and cost_usd (None when the price is unknown).
     """
 
     def __init__(
@@ -71,9 +77,30 @@ class OpenAIJudge:
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         client: openai.AsyncOpenAI | None = None,
+        max_requests: int | None = None,
+        max_cost_usd: float | None = None,
+        price_prompt: float | None = None,
+        price_completion: float | None = None,
     ) -> None:
         if concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise ValueError("need concurrency >= 1, max_retries >= 0 and timeout > 0")
+        if (max_requests is not None and max_requests < 0) or (
+            max_cost_usd is not None and max_cost_usd < 0
+        ):
+            raise ValueError("max_requests and max_cost_usd must be >= 0")
+        if (price_prompt is None) != (price_completion is None):
+            raise ValueError("set both price_prompt and price_completion (USD per 1K tokens)")
+        price = (
+            (float(price_prompt), float(price_completion))  # type: ignore[arg-type]
+            if price_prompt is not None
+            else table_price(model)
+        )
+        if max_cost_usd is not None and price is None:
+            raise CutLoopError(
+                f"judge 'openai': max_cost_usd needs the price of model {model!r}; set "
+                "judge.price_prompt and judge.price_completion (USD per 1K tokens)"
+            )
+        self.budget = Budget(max_requests, max_cost_usd, price)
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
         self.api_key_env = api_key_env
@@ -89,65 +116,46 @@ class OpenAIJudge:
         # Our own retries only: counted, tested, and Retry-After is honoured exactly once.
         self._client = client.with_options(max_retries=0) if client is not None else None
         self._owns_client = client is None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self.stats = dict.fromkeys(("requests", "retries", "reasks", "cache_hits", "failed"), 0)
+        self._runner = LoopThread()
+        self.stats: dict[str, Any] = dict.fromkeys(
+            ("requests", "retries", "reasks", "cache_hits", "failed", "budget_reached",
+             "prompt_tokens", "completion_tokens"), 0,
+        )  # fmt: skip
+        self.stats["cost_usd"] = None if price is None else 0.0
 
     def __repr__(self) -> str:
         return f"OpenAIJudge(model={self.model!r}, base_url={self.base_url!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        # The client (which holds the key), the loop and the lock stay with this process.
+        # The client (which holds the key) and the event loop stay with this process.
         state = self.__dict__.copy()
-        state.update(_client=None, _owns_client=True, _loop=None, _thread=None, _lock=None)
+        state.update(_client=None, _owns_client=True, _runner=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _lock=threading.Lock())
+        self.__dict__.update(state, _runner=LoopThread())
 
     # --- the protocol ----------------------------------------------------------------------------
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
         """One judgment per item, in order. Safe to call from any thread, with or without a
         running event loop there. Raises CutLoopError only for problems no retry can fix
         (missing key, 401/403/404): answers already received are in the cache by then."""
-        return self._run(self._judge_all(list(items)))
+        return self._runner.run(self._judge_all(list(items)))
 
     def close(self) -> None:
         """Stop the event loop thread and close the HTTP client, unless it was injected."""
-        if self._loop is None or self._thread is None:
+        if not self._runner.running:
             return
         if self._client is not None and self._owns_client:
-            self._run(self._client.close())
+            self._runner.run(self._client.close())
             self._client = None  # a later call builds a new one on the new loop
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-        self._loop = self._thread = None
+        self._runner.close()
 
     def __enter__(self) -> OpenAIJudge:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # --- the event loop ---------------------------------------------------------------------------
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        # One long-lived loop in a daemon thread: an AsyncOpenAI client is bound to the loop
-        # that first used it (asyncio.run per call breaks it), and the caller may itself be
-        # inside a running loop (a notebook), where asyncio.run cannot be called at all.
-        with self._lock:
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-                self._thread.start()
-            loop = self._loop
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # Ctrl-C in the caller also stops the requests
-            raise
 
     def _get_client(self) -> openai.AsyncOpenAI:
         if self._client is None:
@@ -203,60 +211,58 @@ class OpenAIJudge:
                 appender.close()
         out = []
         for key, item in zip(keys, items, strict=True):
-            if key in cached:
+            if key in cached:  # paid for before: costs nothing now
                 self.stats["cache_hits"] += 1
-                out.append(Judgment.from_dict({**cached[key], "id": item.id}))
+                hit = {**cached[key], "id": item.id, "usage": {"cache_hits": 1}}
+                out.append(Judgment.from_dict(hit))
             else:
                 out.append(replace(fresh[key], id=item.id))  # duplicates share one request
         self.stats["failed"] += sum(j.failed for j in out)
         return out
 
     async def _judge_one(self, client: Any, item: JudgeItem) -> Judgment:
-        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        usage: dict[str, float] = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        if self.budget.price is not None:
+            usage["cost_usd"] = 0.0
         messages = self.rubric.messages(item)
-        text, error = await self._complete(client, messages, usage)
-        if text is None:
-            return Judgment.fail(item.id, error or "no answer", usage=usage)
-        verdict = self._interpret(item.id, text, usage)
-        if verdict is not None:
-            return verdict
-        self.stats["reasks"] += 1
-        messages += [{"role": "assistant", "content": text},
-                     {"role": "user", "content": self.rubric.reask}]  # fmt: skip
-        again, error = await self._complete(client, messages, usage)
+        try:
+            text, error = await self._complete(client, messages, usage)
+            if text is None:
+                return Judgment.fail(item.id, error or "no answer", usage=usage)
+            verdict = judgment_from_answer(item.id, text, self.acceptable_score, usage)
+            if verdict is not None:
+                return verdict
+            self.stats["reasks"] += 1
+            messages += [{"role": "assistant", "content": text},
+                         {"role": "user", "content": self.rubric.reask}]  # fmt: skip
+            again, error = await self._complete(client, messages, usage)
+        except BudgetReached as e:
+            self.stats["budget_reached"] += 1
+            return Judgment.fail(item.id, str(e), usage=usage)
         if again is None:
             return Judgment.fail(item.id, f"re-ask: {error}", raw=text, usage=usage)
-        verdict = self._interpret(item.id, again, usage)
+        verdict = judgment_from_answer(item.id, again, self.acceptable_score, usage)
         if verdict is not None:
             return verdict
         return Judgment.fail(
             item.id, "the judge's answer has no score 1-10 (twice)", raw=again, usage=usage
         )
 
-    def _interpret(self, id: str, text: str, usage: dict[str, int]) -> Judgment | None:
-        """The judgment an answer states, or None when it states none (no score in 1-10, or a
-        failing score without a critique: CUT cannot train on an unexplained rejection)."""
-        parsed = parse_answer(text)
-        if parsed is None:
-            return None
-        score, critique = parsed
-        if score >= self.acceptable_score:
-            return Judgment.accept(id, score, raw=text, usage=dict(usage))
-        if not critique:
-            return None
-        return Judgment.reject(id, critique, score, raw=text, usage=dict(usage))
-
     async def _complete(
-        self, client: Any, messages: list[dict[str, str]], usage: dict[str, int]
+        self, client: Any, messages: list[dict[str, str]], usage: dict[str, float]
     ) -> tuple[str | None, str | None]:
         """(answer text, None), or (None, why) once the retries are spent or the error is one a
-        retry cannot fix. Adds the tokens of every answered request to `usage`."""
+        retry cannot fix. Adds every request, its tokens and cost to `usage` and `stats`.
+        Raises BudgetReached, sending nothing, when the next attempt would exceed the budget."""
         error = "no attempt"
+        chars = sum(len(m["content"]) for m in messages)
         for attempt in range(self.max_retries + 1):
+            reserved = self.budget.reserve(chars)
             if attempt:
                 self.stats["retries"] += 1
             self.stats["requests"] += 1
-            retry_after = None
+            usage["requests"] += 1
+            resp, retry_after, final = None, None, False
             try:
                 resp = await client.chat.completions.create(
                     model=self.model, messages=messages, temperature=self.temperature,
@@ -264,53 +270,45 @@ class OpenAIJudge:
                 )  # fmt: skip
             except openai.APIStatusError as e:
                 status, message = e.status_code, _one_line(e.message)
-                if status in _FATAL_STATUS:
+                if status in FATAL_STATUS:
                     raise CutLoopError(
                         f"judge 'openai' ({self.base_url}, model {self.model!r}): HTTP {status}:"
                         f" {message}"
                     ) from None
-                if status not in _RETRY_STATUS and status < 500:
-                    return None, f"HTTP {status}: {message}"  # e.g. 400 prompt too long
-                error, retry_after = f"HTTP {status}: {message}", _retry_after(e.response)
+                error, final = f"HTTP {status}: {message}", not retryable(status)
+                retry_after = retry_after_seconds(e.response.headers)
             except openai.APITimeoutError:
                 error = f"timed out after {self.timeout:g} s"
             except openai.APIConnectionError as e:
                 error = f"connection error: {_one_line(str(e.__cause__ or e))}"
             except (json.JSONDecodeError, openai.APIResponseValidationError):
                 error = "the server's reply is not a chat completion"
-            else:
-                if resp.usage is not None:
-                    usage["prompt_tokens"] += resp.usage.prompt_tokens or 0
-                    usage["completion_tokens"] += resp.usage.completion_tokens or 0
+            tokens = (0, 0)
+            if resp is not None and resp.usage is not None:
+                tokens = (resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0)
+            self._account(reserved, chars, tokens, usage)
+            if resp is not None:
                 if resp.choices and resp.choices[0].message.content:
                     return resp.choices[0].message.content, None
                 error = "the reply has no choices" if not resp.choices else "the reply is empty"
+            if final:
+                return None, error  # e.g. 400 prompt too long: a retry cannot help
             if attempt < self.max_retries:
-                await asyncio.sleep(self._delay(attempt, retry_after))
+                delay = backoff_delay(attempt, retry_after, self.backoff_base, self.backoff_max)
+                await asyncio.sleep(delay)
         return None, f"{error} (gave up after {self.max_retries + 1} attempts)"
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:  # the server knows best; a little jitter spreads the herd
-            return min(retry_after, _MAX_RETRY_AFTER) * (1 + 0.1 * random.random())
-        cap = min(self.backoff_max, self.backoff_base * 2**attempt)
-        return cap / 2 + random.uniform(0, cap / 2)
-
-
-def _retry_after(response: Any) -> float | None:
-    """Seconds from `retry-after-ms` or `Retry-After` (seconds or an HTTP date), if present."""
-    headers = response.headers
-    try:
-        if headers.get("retry-after-ms"):
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
-        value = headers.get("retry-after")
-        if not value:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    def _account(
+        self, reserved: float, chars: int, tokens: tuple[int, int], usage: dict[str, float]
+    ) -> None:
+        """Settle one request with the budget; add its tokens and cost to `usage` and `stats`."""
+        cost = self.budget.settle(reserved, chars, *tokens)
+        for key, n in zip(("prompt_tokens", "completion_tokens"), tokens, strict=True):
+            usage[key] += n
+            self.stats[key] += n
+        if cost is not None:
+            usage["cost_usd"] += cost
+            self.stats["cost_usd"] += cost
 
 
 def _one_line(text: str) -> str:

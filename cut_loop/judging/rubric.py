@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from cut_loop.errors import CutLoopError
-from cut_loop.judging.base import JudgeItem
+from cut_loop.judging.base import JudgeItem, Judgment
 from cut_loop.templates import shipped_dir
 
 _PLACEHOLDER = re.compile(r"\{(instruction|input|response)\}")
@@ -150,3 +150,21 @@ def parse_answer(text: str) -> tuple[float, str | None] | None:
     if critique.lower().rstrip(".!") in {"", "acceptable", "none", "n/a"}:
         return value, None
     return value, critique
+
+
+def judgment_from_answer(
+    id: str, text: str, acceptable_score: float, usage: dict[str, float]
+) -> Judgment | None:
+    """The judgment an LLM judge's answer states: acceptable when its score is at least
+    `acceptable_score`, else unacceptable with its critique. None when it states none (no score
+    in 1..10, or a failing score without a critique: CUT cannot train on an unexplained
+    rejection); the caller then re-asks once, then fails the item."""
+    parsed = parse_answer(text)
+    if parsed is None:
+        return None
+    score, critique = parsed
+    if score >= acceptable_score:
+        return Judgment.accept(id, score, raw=text, usage=dict(usage))
+    if not critique:
+        return None
+    return Judgment.reject(id, critique, score, raw=text, usage=dict(usage))

@@ -4,8 +4,11 @@
 one) in a daemon thread and answers `POST /v1/chat/completions`. What each request gets is
 scripted: `server.script(...)` queues behaviours that are consumed one per request, in arrival
 order; once the queue is empty every request gets `default` (a normal answer). Every request
-seen is recorded (`server.requests`: parsed JSON body + headers + the behaviour it got), and
-`server.max_in_flight` is the most requests it was handling at once.
+seen is recorded (`server.requests`: parsed JSON body + headers + the behaviour it got + whether
+a chat completion was written back), and `server.max_in_flight` is the most requests it was
+handling at once. `latency` (seconds) delays every answer, like a real model's response time;
+requests are served concurrently (one thread each), so N clients in flight wait ~latency, not
+N x latency.
 
 Behaviours (strings or `Reply`):
 - "ok": a normal answer computed by `answer_fn(request_body) -> str` (default: score 8);
@@ -22,7 +25,6 @@ Use as a context manager; `close()` stops the thread and frees the port.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -31,6 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections when a client opens dozens at once;
+    # the kernel then retransmits the SYN a second later, which looks like server latency.
+    request_queue_size = 512
+    daemon_threads = True
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,12 @@ class SeenRequest:
     headers: dict[str, str]  # names in lower case
     behaviour: Behaviour
     at: float  # time.monotonic() when it arrived
+    answered: bool = False  # a chat completion (HTTP 200) was written back in full
+
+    def response_text(self) -> str:
+        """The text being judged: the `### Response:` section of the rubric's user message."""
+        user = next(m["content"] for m in self.body["messages"] if m["role"] == "user")
+        return user.split("### Response:\n", 1)[-1].split("\n\n### ", 1)[0].strip()
 
 
 class ChatServer:
@@ -63,18 +78,19 @@ class ChatServer:
         retry_after: float = 1.0,
         delay: float = 2.0,
         usage: tuple[int, int] = (11, 7),
+        latency: float = 0.0,
     ) -> None:
         self.answer_fn = answer_fn
         self.retry_after = retry_after
         self.delay = delay
+        self.latency = latency
         self.usage = usage
         self.requests: list[SeenRequest] = []
         self.max_in_flight = 0
         self._in_flight = 0
         self._queue: deque[Behaviour] = deque()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -111,6 +127,9 @@ class ChatServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, like the real API
+            # Headers and body go out in two writes; with Nagle's algorithm on, the second
+            # waits for the client's delayed ACK (~40 ms), a latency no real server adds.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # keep pytest output clean
                 pass
@@ -124,12 +143,15 @@ class ChatServer:
                 body = json.loads(raw)
                 behaviour = server._next()
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                seen = SeenRequest(body, headers, behaviour, time.monotonic())
                 with server._lock:
-                    server.requests.append(SeenRequest(body, headers, behaviour, time.monotonic()))
+                    server.requests.append(seen)
                     server._in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server._in_flight)
                 try:
-                    server._respond(self, body, behaviour)
+                    if server.latency:
+                        time.sleep(server.latency)
+                    seen.answered = server._respond(self, body, behaviour)
                 finally:
                     with server._lock:
                         server._in_flight -= 1
@@ -147,21 +169,30 @@ class ChatServer:
 
         return Handler
 
-    def _respond(self, h: Any, body: dict[str, Any], behaviour: Behaviour) -> None:
+    def _respond(self, h: Any, body: dict[str, Any], behaviour: Behaviour) -> bool:
+        """Answer one request; True when a chat completion was written back in full."""
         if isinstance(behaviour, Reply):
             h._send(200, self._completion(body, behaviour.content))
         elif behaviour == "ok":
             h._send(200, self._completion(body, self.answer_fn(body)))
-        elif behaviour == "429":
+        elif behaviour == "slow":
+            time.sleep(self.delay)
+            try:
+                h._send(200, self._completion(body, self.answer_fn(body)))
+            except OSError:  # the client gave up and hung up first: expected
+                return False
+        else:
+            self._fault(h, body, behaviour)
+            return False
+        return True
+
+    def _fault(self, h: Any, body: dict[str, Any], behaviour: str) -> None:
+        if behaviour == "429":
             err = {"error": {"message": "Rate limit reached", "type": "rate_limit"}}
             h._send(429, err, {"Retry-After": f"{self.retry_after:g}"})
         elif behaviour.isdigit() and len(behaviour) == 3:
             err = {"error": {"message": f"scripted status {behaviour}", "type": "test"}}
             h._send(int(behaviour), err)
-        elif behaviour == "slow":
-            time.sleep(self.delay)
-            with contextlib.suppress(OSError):  # the client gave up and hung up first: expected
-                h._send(200, self._completion(body, self.answer_fn(body)))
         elif behaviour == "garbage":
             h._send(200, b"<html>502 Bad Gateway from some proxy</html>")
         elif behaviour == "empty":

@@ -136,3 +136,58 @@ def test_bad_options():
         load_judge("rules", {"sentence_repeats": 1})
     with one_line("bad option: min_words must be >= 1"):
         load_judge(f"{EXAMPLE}:LengthJudge", {"min_words": 0})
+
+
+def installed_plugin(root: Path, entry: str) -> None:
+    """What `pip install` leaves behind for a package declaring judges: a module on sys.path
+    and a dist-info whose entry_points.txt lists them under group cut_loop.judges."""
+    (root / "shouty_judge.py").write_text(
+        "from cut_loop.judging.base import Judgment\n"
+        "class ShoutyJudge:\n"
+        "    '''Rejects responses that are not in capitals.'''\n"
+        "    def __init__(self, strict=True): self.strict = strict\n"
+        "    def judge(self, items):\n"
+        "        return [Judgment.accept(i.id) if i.response.isupper()\n"
+        "                else Judgment.reject(i.id, 'The response is not in capitals.')\n"
+        "                for i in items]\n"
+    )
+    dist = root / "shouty_judge-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shouty-judge\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[cut_loop.judges]\n{entry}\n")
+
+
+def test_entry_point_group(tmp_path, monkeypatch):
+    installed_plugin(tmp_path, "shouty = shouty_judge:ShoutyJudge")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert known_judges()["shouty"] == "shouty_judge:ShoutyJudge"
+    judge = load_judge("shouty", {"strict": False})
+    assert isinstance(judge, Judge) and judge.strict is False
+    out = judge.judge([JudgeItem("a", "Shout.", "", "HELLO"), JudgeItem("b", "Shout.", "", "hi")])
+    assert out[0].acceptable and out[1].critique == "The response is not in capitals."
+    with one_line(r"judge 'shouty': unknown option\(s\) loud; it accepts: strict"):
+        load_judge("shouty", {"loud": True})
+
+
+def test_an_entry_point_to_a_missing_module(tmp_path, monkeypatch):
+    installed_plugin(tmp_path, "ghost = ghost_judge_pkg.judges:Ghost")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with one_line(r"judge 'ghost': no module named 'ghost_judge_pkg\.judges'"):
+        load_judge("ghost", {})
+
+
+def test_every_builtin_is_declared_as_an_entry_point():
+    """pyproject.toml's entry points and the fallback table must name the same built-ins."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = pyproject["project"]["entry-points"]["cut_loop.judges"]
+    assert declared == BUILTINS
+    for target in BUILTINS.values():  # and every target imports
+        module, _, attr = target.partition(":")
+        assert callable(getattr(__import__(module, fromlist=[attr]), attr))
+
+
+def test_composites_by_name():
+    for name in ("all", "chain", "vote"):
+        judge = load_judge(name, {"judges": [{"name": "rules"}, {"name": "rules"}]})
+        assert [j.acceptable for j in judge.judge(ITEMS)] == [True, True]

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -92,12 +93,23 @@ def test_normal_path_renders_the_rubric_and_reads_the_verdicts(server, make_judg
 
 
 def test_usage_is_recorded_and_summed_over_a_reask(make_judge, server):
+    """gpt-4 at $0.03 / $0.06 per 1K tokens: 100 prompt + 20 completion tokens cost
+    0.003 + 0.0012 = $0.0042 per request; the re-ask doubles everything."""
     server.usage = (100, 20)
     server.script(Reply("Looks fine to me."))  # no score: one re-ask
-    [once] = make_judge().judge(items("Paris."))
-    [plain] = make_judge().judge(items("Paris is the capital."))
-    assert once.usage == {"prompt_tokens": 200, "completion_tokens": 40}
-    assert plain.usage == {"prompt_tokens": 100, "completion_tokens": 20}
+    judge = make_judge(model="gpt-4")
+    [once] = judge.judge(items("Paris."))
+    [plain] = make_judge(model="gpt-4").judge(items("Paris is the capital."))
+    assert once.usage == {
+        "requests": 2, "prompt_tokens": 200, "completion_tokens": 40,
+        "cost_usd": pytest.approx(0.0084),
+    }  # fmt: skip
+    assert plain.usage == {
+        "requests": 1, "prompt_tokens": 100, "completion_tokens": 20,
+        "cost_usd": pytest.approx(0.0042),
+    }  # fmt: skip
+    assert judge.stats["prompt_tokens"] == 200 and judge.stats["completion_tokens"] == 40
+    assert judge.stats["cost_usd"] == pytest.approx(0.0084)
 
 
 def test_429_and_500_are_retried_and_counted(make_judge, server):
@@ -197,7 +209,9 @@ def test_cache_answers_a_second_judge_without_any_request(make_judge, server, tm
     second = make_judge(cache=str(cache))
     [j] = second.judge(again)
     assert len(server.requests) == 2 and second.stats["cache_hits"] == 1
-    assert j.id == "other" and j.critique == first[1].critique and j.usage == first[1].usage
+    assert j.id == "other" and j.critique == first[1].critique and j.raw == first[1].raw
+    assert j.usage == {"cache_hits": 1}  # paid for once, by the first judge: free now
+    assert second.stats["requests"] == 0 and second.stats["cost_usd"] == 0
     make_judge(cache=str(cache), acceptable_score=8).judge(again)  # another key: asks again
     assert len(server.requests) == 3
 
@@ -211,37 +225,49 @@ def test_failures_are_not_cached(make_judge, server, tmp_path):
     assert j.acceptable and len(read_jsonl(cache)) == 1
 
 
-def test_a_killed_run_does_not_pay_twice(server, tmp_path, monkeypatch):
-    """A child judges 3 items against the server; the third answer never comes. Once the
-    first two are in the cache the child is SIGKILLed; a re-run asks only for the third."""
+def test_sigkill_mid_judging_then_resume_answers_each_item_exactly_once(
+    server, tmp_path, monkeypatch
+):
+    """A child process judges 12 items, 4 requests at a time, with the run's cache. The server
+    answers the first 6 requests and holds the next 4 (they never come back); once those 4 are
+    in flight the child is SIGKILLed. A resume with the same cache asks only for the 6 items
+    without an answer: across both runs the server answered each item exactly once, and the
+    only items it saw twice are the 4 whose requests were in flight at the kill."""
     cache = tmp_path / "cache.jsonl"
     child = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(ROOT)!r})
         from cut_loop.judging.base import JudgeItem
         from cut_loop.judging.openai_judge import OpenAIJudge
-        judge = OpenAIJudge(base_url={server.base_url!r}, cache={str(cache)!r}, concurrency=1,
-                            api_key_env={KEY_ENV!r}, timeout=60)
-        judge.judge([JudgeItem(str(i), "Q", "", f"answer {{i}}") for i in range(3)])
+        judge = OpenAIJudge(base_url={server.base_url!r}, cache={str(cache)!r}, concurrency=4,
+                            api_key_env={KEY_ENV!r}, timeout=600)
+        judge.judge([JudgeItem(str(i), "Q", "", f"answer {{i}}") for i in range(12)])
     """)
-    server.delay = 300  # the third answer never comes (the handler thread is a daemon)
-    server.script("ok", "ok", "slow")
+    server.delay = 300  # held requests never come back (their handler threads are daemons)
+    server.script(*["ok"] * 6, *["slow"] * 4)
     proc = subprocess.Popen([sys.executable, "-c", child], env={**os.environ, KEY_ENV: SECRET})
     try:
         deadline = time.monotonic() + 45  # generous: a loaded machine starts Python slowly
-        while (len(read_jsonl(cache)) < 2 or len(server.requests) < 3) and (
+        while (len(read_jsonl(cache)) < 6 or len(server.requests) < 10) and (
             time.monotonic() < deadline
         ):
             assert proc.poll() is None, "the child exited early"
-            time.sleep(0.05)
-        assert len(read_jsonl(cache)) == 2 and len(server.requests) == 3  # 3rd in flight
+            time.sleep(0.02)
+        assert len(read_jsonl(cache)) == 6 and len(server.requests) == 10  # 4 in flight
+        in_flight = {r.response_text() for r in server.requests if not r.answered}
+        assert len(in_flight) == 4
     finally:
-        proc.kill()
+        proc.kill()  # SIGKILL: no cleanup of any kind in the child
         proc.wait()
+    assert proc.returncode == -9
     monkeypatch.setenv(KEY_ENV, SECRET)
     with OpenAIJudge(base_url=server.base_url, cache=cache, api_key_env=KEY_ENV) as judge:
-        out = judge.judge([JudgeItem(str(i), "Q", "", f"answer {i}") for i in range(3)])
-    assert all(j.acceptable for j in out) and len(server.requests) == 4
-    assert judge.stats["cache_hits"] == 2
+        out = judge.judge([JudgeItem(str(i), "Q", "", f"answer {i}") for i in range(12)])
+    assert all(j.acceptable for j in out) and judge.stats["cache_hits"] == 6
+    answered = Counter(r.response_text() for r in server.requests if r.answered)
+    assert answered == Counter(f"answer {i}" for i in range(12))  # each exactly once
+    seen = Counter(r.response_text() for r in server.requests)
+    assert {text for text, n in seen.items() if n > 1} == in_flight
+    assert len(server.requests) == 16
 
 
 def test_the_key_never_leaves_the_process(make_judge, tmp_path):
