@@ -14,6 +14,9 @@ class SamplingParams:
     top_p: float = 0.9
     n: int = 1  # samples per prompt (RRHF/DPO rank several)
     seed: int = 0
+    # Stop strings: a completion ends before the first one (which is left out of its text), and
+    # counts as finished.
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

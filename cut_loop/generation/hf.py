@@ -18,7 +18,7 @@ class HFGenerator:
 
     Prompts are sorted by length before batching (less padding) and answers returned in the
     caller's order. A completion is `finished` when the model emitted an end-of-sequence token
-    before `max_new_tokens`.
+    or a stop string before `max_new_tokens`.
     """
 
     def __init__(self, model_path: str, dtype: str = "bfloat16", batch_size: int = 16) -> None:
@@ -26,8 +26,9 @@ class HFGenerator:
         self.tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype])
-        self.model.eval()
+        self.model.to(self.device).eval()
         self.batch_size = batch_size
         eos = self.model.generation_config.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos]
@@ -57,7 +58,11 @@ class HFGenerator:
     def _generate_batch(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
         # Templates already contain any special tokens the model needs (chat templates add them).
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = enc.to(self.device)
         sample = params.temperature > 0
+        stops = (
+            {"stop_strings": list(params.stop), "tokenizer": self.tokenizer} if params.stop else {}
+        )
         out = self.model.generate(
             **enc,
             max_new_tokens=params.max_new_tokens,
@@ -68,17 +73,40 @@ class HFGenerator:
             num_return_sequences=params.n,
             eos_token_id=self.eos_ids,
             pad_token_id=self.tokenizer.pad_token_id,
+            **stops,
         )
         new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
-        completions = [self._completion(ids, params.max_new_tokens) for ids in new_tokens]
+        completions = [self._completion(ids, params.stop) for ids in new_tokens]
         return [completions[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
 
-    def _completion(self, ids: list[int], max_new_tokens: int) -> Completion:
+    def _completion(self, ids: list[int], stop: tuple[str, ...]) -> Completion:
         end = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)
         kept = ids if end is None else ids[:end]
-        text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
-        return Completion(text=text, finished=end is not None, num_tokens=len(kept))
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        cut = _first_stop(text, stop)
+        if cut is not None:  # generate stopped at the stop string; pad tokens may follow it
+            return Completion(text[:cut].strip(), True, self._tokens_to_stop(kept, stop))
+        return Completion(text=text.strip(), finished=end is not None, num_tokens=len(kept))
+
+    def _tokens_to_stop(self, ids: list[int], stop: tuple[str, ...]) -> int:
+        """The fewest leading tokens whose text holds a stop string (binary search: once a
+        prefix holds one, every longer prefix does)."""
+        lo, hi = 1, len(ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            text = self.tokenizer.decode(ids[:mid], skip_special_tokens=True)
+            if _first_stop(text, stop) is None:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
 
     def close(self) -> None:
         del self.model
         gc.collect()
+
+
+def _first_stop(text: str, stop: tuple[str, ...]) -> int | None:
+    """Where the earliest stop string starts in `text`, or None."""
+    found = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return min(found) if found else None

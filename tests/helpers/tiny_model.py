@@ -22,7 +22,11 @@ _CORPUS = [
 ]
 
 
-def make_tiny_model(out_dir: Path, seed: int = 0, vocab_size: int = 384) -> Path:
+def make_tiny_model(
+    out_dir: Path, seed: int = 0, vocab_size: int = 384, head_dim: int | None = None
+) -> Path:
+    """`head_dim` defaults to hidden_size / heads = 8; vLLM's CPU attention kernels need at
+    least 32 (tests/engines passes 32)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -57,6 +61,7 @@ def make_tiny_model(out_dir: Path, seed: int = 0, vocab_size: int = 384) -> Path
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
+        head_dim=head_dim,
         max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -12,6 +12,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Runs started here generate with transformers under `auto`: it would pick vLLM where
+# .venv-vllm exists, and vLLM's CPU kernels cannot run the tiny model's head size (tests/engines
+# covers vLLM; its runs name their interpreter with generation.vllm_python, which wins).
+ENV = {"CUT_LOOP_VLLM_PYTHON": "none"}
+
 
 def cutloop_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "cut_loop", *args]
@@ -27,7 +32,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **ENV, **(env or {})},
     )
 
 
@@ -44,6 +49,7 @@ def kill_when(
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**os.environ, **ENV},
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,0 +1,90 @@
+"""The vLLM backend's parts that need no engine: finding the interpreter, the errors that name
+the fallback, `auto` choosing transformers, and the worker's conversions (the worker module is
+stdlib-only, so it imports here). The real engine is tested in tests/engines/test_vllm.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from cut_loop.config import GenerationConfig
+from cut_loop.errors import CutLoopError
+from cut_loop.generation import factory
+from cut_loop.generation.hf import HFGenerator
+from cut_loop.generation.vllm import find_vllm_python, vllm_import_error
+from cut_loop.generation.vllm_worker import completion, cpu_list
+
+
+def _out(
+    token_ids: list[int], finish: str | None, stop: object = None, text: str = " hi "
+) -> object:
+    return SimpleNamespace(text=text, token_ids=token_ids, finish_reason=finish, stop_reason=stop)
+
+
+def test_completion_end_of_sequence_is_finished_and_not_counted() -> None:
+    # vLLM keeps the EOS token in token_ids; the transformers backend does not count it.
+    assert completion(_out([5, 6, 2], "stop")) == {"text": "hi", "finished": True, "num_tokens": 2}
+    # another of the model's end tokens (stop_token_ids) reports its id
+    assert completion(_out([5, 7], "stop", stop=7))["num_tokens"] == 1
+
+
+def test_completion_stop_string_counts_its_tokens_and_length_is_cut_off() -> None:
+    assert completion(_out([5, 6, 9], "stop", stop="###")) == {
+        "text": "hi",
+        "finished": True,
+        "num_tokens": 3,
+    }
+    assert completion(_out([5, 6, 9], "length")) == {
+        "text": "hi",
+        "finished": False,
+        "num_tokens": 3,
+    }
+
+
+def test_cpu_list_is_vllm_bind_format() -> None:
+    assert cpu_list({0, 1}) == "0-1"
+    assert cpu_list({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
+
+
+def test_vllm_python_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUT_LOOP_VLLM_PYTHON", "/opt/vllm/bin/python")
+    assert find_vllm_python() == "/opt/vllm/bin/python"
+    assert find_vllm_python("/x/python") == "/x/python"  # the config wins
+    monkeypatch.setenv("CUT_LOOP_VLLM_PYTHON", "none")
+    assert find_vllm_python() is None
+
+
+def test_import_check_of_an_interpreter_without_vllm(tmp_path: Path) -> None:
+    import sys
+
+    assert "not installed" in (vllm_import_error(sys.executable) or "")
+    assert "does not run" in (vllm_import_error(str(tmp_path / "python")) or "")
+
+
+def test_vllm_backend_without_vllm_names_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUT_LOOP_VLLM_PYTHON", "none")
+    with pytest.raises(CutLoopError, match=r"scripts/setup.sh --vllm, or use --generator hf$"):
+        factory.make_generator(GenerationConfig(backend="vllm"), "model")
+    missing = GenerationConfig(backend="vllm", vllm_python="/nonexistent/python")
+    with pytest.raises(CutLoopError, match=r"/nonexistent/python does not exist.*--generator hf"):
+        factory.make_generator(missing, "model")
+
+
+def test_bad_vllm_options_reported_together() -> None:
+    cfg = GenerationConfig(
+        backend="vllm", vllm_python="/x", gpu_memory_utilization=1.5, cpu_kvcache_gb=0
+    )
+    with pytest.raises(CutLoopError, match=r"gpu_memory_utilization.*; .*cpu_kvcache_gb"):
+        factory.make_generator(cfg, "model")
+
+
+def test_auto_without_vllm_uses_transformers(
+    monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CUT_LOOP_VLLM_PYTHON", "none")
+    generator = factory.make_generator(GenerationConfig(), str(tiny_model_dir))
+    assert isinstance(generator, HFGenerator)
+    generator.close()
+    assert "vLLM" not in capsys.readouterr().err  # not installed is normal: nothing to say
