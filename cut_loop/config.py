@@ -45,6 +45,10 @@ class GenerationConfig:
     """Nucleus sampling mass."""
     samples_per_instruction: int = 1
     """Responses sampled per instruction (ranking losses such as RRHF and DPO need >= 2)."""
+    include_reference: bool = False
+    """Training rounds: the instruction source's own answer (Alpaca's `output`), where it has
+    one, joins the sampled responses as one more candidate, judged like them (as the RRHF recipe
+    ranks it with the samples; DPO may pair it too). Its id is "<instruction id>-ref"."""
     batch_size: int = 16
     """Prompts per generate call (transformers backend)."""
     shard_size: int = 64

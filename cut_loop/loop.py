@@ -90,8 +90,12 @@ class Loop:
             f"round {k}",
             f"round-{k}",
             samples=self.cfg.generation.samples_per_instruction,
+            reference=self.cfg.generation.include_reference,
         )
-        judgments = judge_stage(folder, responses, self.judge, self.cfg, f"round {k}")
+        judgments = judge_stage(
+            folder, responses, self.judge, self.cfg, f"round {k}",
+            need_scores=self.cfg.loss.name == "rrhf",
+        )  # fmt: skip
         triplets = build_triplets(responses, judgments)
         if not RunDir.is_done(folder, "train"):
             self.rd.log(f"round {k}: training on {len(triplets)} judged responses")
@@ -168,6 +172,7 @@ class Loop:
         label: str,
         seed_tag: str,
         samples: int = 1,
+        reference: bool = False,
     ) -> list[Response]:
         from transformers import AutoTokenizer
 
@@ -182,6 +187,7 @@ class Loop:
             label,
             seed_tag,
             samples,
+            reference,
         )
 
     def _evaluate(self, k: int, model: str, eval_set: list[Instruction]) -> None:

@@ -21,7 +21,8 @@ from cut_loop.judging.base import BUDGET_REACHED, Judge, JudgeItem, Judgment, us
 from cut_loop.progress import stage_bar
 from cut_loop.rundir import JsonlAppender, RunDir, atomic_write_jsonl, read_jsonl
 
-Response = dict[str, Any]  # {"id", "instruction", "input", "response", "finished", "num_tokens"}
+# {"id", "prompt_id", "instruction", "input", "response", "finished", "num_tokens", "source"}
+Response = dict[str, Any]
 
 
 def shard_seed(seed: int, tag: str, shard: int) -> int:
@@ -40,10 +41,12 @@ def generate_stage(
     label: str,
     seed_tag: str,
     samples: int = 1,
+    reference: bool = False,
 ) -> list[Response]:
     """`samples` responses per instruction, written shard by shard to `folder/responses/`;
     shard i samples with a seed derived from (run seed, `seed_tag`, i). The generator is loaded
-    only if a shard is missing."""
+    only if a shard is missing. `reference`: each instruction's own answer, where it has one,
+    follows its samples as one more response (`source: reference`)."""
     shard_dir = folder / "responses"
     size = cfg.generation.shard_size
     shards = [instructions[i : i + size] for i in range(0, len(instructions), size)]
@@ -67,32 +70,47 @@ def generate_stage(
                         stop=tuple(cfg.generation.stop),
                     )
                     outs = generator.generate(prompts, params, on_batch=bar.advance)  # type: ignore[union-attr]
-                    atomic_write_jsonl(paths[i], _response_rows(shards[i], outs, samples))
+                    rows = _response_rows(shards[i], outs, samples, reference)
+                    atomic_write_jsonl(paths[i], rows)
         finally:
             if generator is not None:
                 generator.close()
-        RunDir.mark_done(folder, "generate", {"responses": len(instructions) * samples})
+        rows = [row for p in paths for row in read_jsonl(p)]
+        RunDir.mark_done(folder, "generate", {"responses": len(rows)})
+        return rows
     return [row for p in paths for row in read_jsonl(p)]
 
 
 def _response_rows(
-    shard: Sequence[Instruction], outs: list[list[Completion]], samples: int
+    shard: Sequence[Instruction],
+    outs: list[list[Completion]],
+    samples: int,
+    reference: bool = False,
 ) -> list[Response]:
     """One row per response. Its id is the instruction's id when there is one sample per
-    instruction, else "<instruction id>-<j>"; `prompt_id` always names the instruction."""
-    return [
-        {
-            "id": x.id if samples == 1 else f"{x.id}-{j}",
-            "prompt_id": x.id,
-            "instruction": x.instruction,
-            "input": x.input,
-            "response": c.text,
-            "finished": c.finished,
-            "num_tokens": c.num_tokens,
-        }
-        for x, completions in zip(shard, outs, strict=True)
-        for j, c in enumerate(completions)
-    ]
+    instruction, else "<instruction id>-<j>" ("<instruction id>-ref" for the source's own
+    answer); `prompt_id` always names the instruction."""
+    rows: list[Response] = []
+    for x, completions in zip(shard, outs, strict=True):
+        common = {"prompt_id": x.id, "instruction": x.instruction, "input": x.input}
+        for j, c in enumerate(completions):
+            rows.append(
+                {
+                    "id": x.id if samples == 1 and not reference else f"{x.id}-{j}",
+                    **common,
+                    "response": c.text,
+                    "finished": c.finished,
+                    "num_tokens": c.num_tokens,
+                    "source": "policy",
+                }
+            )
+        if reference and x.reference:
+            # A written answer ends where it ends: finished, never cut off by a token limit.
+            rows.append(
+                {"id": f"{x.id}-ref", **common, "response": x.reference, "finished": True,
+                 "num_tokens": None, "source": "reference"}
+            )  # fmt: skip
+    return rows
 
 
 def read_judgments(path: Path) -> dict[str, Judgment]:
@@ -101,11 +119,17 @@ def read_judgments(path: Path) -> dict[str, Judgment]:
 
 
 def judge_stage(
-    folder: Path, responses: Sequence[Response], judge: Judge, cfg: RunConfig, tag: str
+    folder: Path,
+    responses: Sequence[Response],
+    judge: Judge,
+    cfg: RunConfig,
+    tag: str,
+    need_scores: bool = False,
 ) -> dict[str, Judgment]:
     """A judgment for every response, appended to `folder/judgments.jsonl` as each batch
     returns. Only items without a successful judgment are sent, so a resume never pays twice
-    for a finished item; failed ones are sent again."""
+    for a finished item; failed ones are sent again. `need_scores` (a loss that ranks by
+    score): stop after the first batch, its judgments kept, if the judge gives no scores."""
     path = folder / "judgments.jsonl"
     judgments = read_judgments(path)
     if RunDir.is_done(folder, "judge"):
@@ -127,6 +151,13 @@ def judge_stage(
                 log.append(j.to_dict())
                 judgments[j.id] = j
             bar.advance(len(items))
+            unscored = [j for j in results if not j.failed and j.score is None]
+            if need_scores and unscored:
+                raise CutLoopError(
+                    f"loss {cfg.loss.name} ranks responses by judge score, but judge"
+                    f" {cfg.judge.name!r} returned none (item {unscored[0].id}); use a judge"
+                    " that scores (openai, hf, reward-model) or another --loss"
+                )
     failed = [j for j in judgments.values() if j.failed]
     allowed = int(cfg.judge.max_failed_fraction * len(responses))
     # A spent budget is the user's stop sign, not judge noise: it stops the round whatever

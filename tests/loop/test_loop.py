@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from cut_loop.rundir import read_jsonl
-from tests.loop.conftest import run_cli
+from tests.loop.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -194,3 +194,62 @@ def test_several_samples_per_instruction_are_generated_and_judged_separately(
         r for p in (run_dir / "eval" / "round-00" / "responses").glob("*") for r in read_jsonl(p)
     ]
     assert len(evals) == 2  # the held-out eval always takes one answer per instruction
+
+
+def test_rrhf_ranks_the_samples_and_the_reference_answer(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """`--loss rrhf` with two samples per instruction plus the source's own answer, judged by
+    a scoring plugin judge: three candidates per instruction reach the judge and the trainer;
+    the held-out eval still takes one policy answer per instruction."""
+    data = tmp_path / "data.jsonl"
+    rows = [
+        {"instruction": f"Describe item number {i} in a sentence.", "output": "A reference " * i}
+        for i in range(1, 6)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "run", "--run-dir", str(run_dir), "--model", str(tiny_model_dir),
+        "--instructions", str(data), "--per-round", "3", "--eval-size", "1", "--iterations", "1",
+        "--max-new-tokens", "8", "--loss", "rrhf",
+        "--judge", str(ROOT / "judges" / "example_judge.py") + ":LengthJudge",
+        "--set", "generation.samples_per_instruction=2",
+        "--set", "generation.include_reference=true", "--set", "train.warmup_steps=1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    round_dir = run_dir / "round-01"
+    responses = [r for p in sorted((round_dir / "responses").glob("*")) for r in read_jsonl(p)]
+    sample = ids(round_dir / "instructions.jsonl")
+    assert [r["id"] for r in responses] == [f"{i}-{j}" for i in sample for j in ("0", "1", "ref")]
+    references = {json.dumps(r["output"]) for r in rows}
+    for r in responses:
+        assert (r["source"] == "reference") == r["id"].endswith("-ref")
+        if r["source"] == "reference":
+            assert json.dumps(r["response"]) in references and r["finished"]
+    assert sorted(ids(round_dir / "judgments.jsonl")) == sorted(r["id"] for r in responses)
+    trained = json.loads((round_dir / "DONE.train").read_text())
+    assert trained["steps"] > 0 and trained["responses"] == 9
+    evals = [
+        r for p in (run_dir / "eval" / "round-01" / "responses").glob("*") for r in read_jsonl(p)
+    ]
+    assert [r["source"] for r in evals] == ["policy"]
+
+
+def test_rrhf_with_a_judge_that_gives_no_scores_stops_after_one_batch(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "run", "--run-dir", str(run_dir), "--model", str(tiny_model_dir),
+        "--instructions", "demo", "--per-round", "4", "--eval-size", "0", "--iterations", "1",
+        "--max-new-tokens", "8", "--loss", "rrhf", "--judge", "rules",
+        "--set", "generation.samples_per_instruction=2", "--set", "judge.batch_size=3",
+    )  # fmt: skip
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: loss rrhf ranks responses by judge score"), last
+    assert "'rules' returned none" in last
+    # What the judge answered is kept (nothing paid is lost); nothing more was asked.
+    assert len(read_jsonl(run_dir / "round-01" / "judgments.jsonl")) == 3
+    assert not (run_dir / "round-01" / "train").exists()
