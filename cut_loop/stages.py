@@ -8,7 +8,8 @@ and the next run picks up from them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,7 @@ def judge_stage(
     with (
         JsonlAppender(path) as log,
         stage_bar(f"judge {tag}", len(responses), len(responses) - len(todo), "item") as bar,
+        _released(judge),
     ):
         for start in range(0, len(todo), batch):
             items = [
@@ -173,6 +175,18 @@ def judge_stage(
     paid = usage_totals(Judgment.from_dict(row) for row in read_jsonl(path))
     RunDir.mark_done(folder, "judge", {**judgment_counts(judgments.values()), "usage": paid})
     return judgments
+
+
+@contextmanager
+def _released(judge: Judge) -> Iterator[None]:
+    """A judge may hold a model or an engine while a stage runs (`HFJudge`); its optional
+    `release()` at the stage's end, failed or not, gives the memory back before training."""
+    try:
+        yield
+    finally:
+        release = getattr(judge, "release", None)
+        if callable(release):
+            release()
 
 
 def _check_judge_output(items: Sequence[JudgeItem], results: Sequence[Judgment]) -> None:

@@ -90,6 +90,13 @@ class _Composite:
     def __init__(self, *, judges: Sequence[Member], cache: str | Path | None = None) -> None:
         self.members = build_members(self.kind, judges, cache)
 
+    def release(self) -> None:
+        """Pass the end of a judge stage on to every member that has a `release`."""
+        for member in self.members:
+            release = getattr(member, "release", None)
+            if callable(release):
+                release()
+
     def close(self) -> None:
         """Close every member that has a `close` (judges holding clients or models)."""
         for member in self.members:

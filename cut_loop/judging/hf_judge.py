@@ -1,11 +1,15 @@
-"""`HFJudge`: a local causal LM as the judge, in-process via transformers.
+"""`HFJudge`: a local causal LM as the judge, generating with transformers in-process or with
+the vLLM engine (a child process, as the generate stage runs it).
 
 It asks exactly what the `openai` judge asks (the same rubric from judges/<name>.yaml, rendered
 with the model's chat template when its tokenizer has one) and reads the answer the same way
 (rubric.judgment_from_answer: a score 1-10 and a critique). Generation is greedy and batched,
-with left padding (cut_loop.generation.hf.HFGenerator). A malformed answer gets one re-ask in
-the same conversation; a second malformed answer, or a prompt that does not fit the model's
-context, is a failed judgment.
+with left padding. A malformed answer gets one re-ask in the same conversation; a second
+malformed answer, or a prompt that does not fit the model's context, is a failed judgment.
+
+The generator starts at the first `judge` call and stops at `release()`, which the judge stage
+calls when it ends: one engine start per stage, not per batch, and no judge model holding
+memory while the policy trains.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from typing import Any
 
 from jinja2 import TemplateError
 
-from cut_loop.generation.base import SamplingParams
-from cut_loop.generation.hf import HFGenerator
+from cut_loop.config import GenerationConfig
+from cut_loop.generation.base import Generator, SamplingParams
 from cut_loop.judging.base import JudgeItem, Judgment
 from cut_loop.judging.rubric import judgment_from_answer, load_rubric
 from cut_loop.models import resolve_model
@@ -31,7 +35,10 @@ class HFJudge:
     Options: `model` ("smollm2-135m": that alias, a local HF directory or a Hub id);
     `max_new_tokens` (256 per answer); `batch_size` (8 prompts per generate call); `dtype`
     ("bfloat16", "float16" or "float32"); `acceptable_score` (7: scores at or above it are
-    acceptable); `rubric` ("default": a name in judges/ or a YAML path).
+    acceptable); `rubric` ("default": a name in judges/ or a YAML path); `backend` ("auto":
+    the vLLM engine where it is installed and starts for the model, else transformers; "hf";
+    "vllm"); `engine` (other `generation.*` fields for the vLLM engine, e.g.
+    {"enforce_eager": true, "cpu_kvcache_gb": 1}).
 
     Usage per judgment: requests (generations: 1, or 2 after a re-ask), prompt_tokens,
     completion_tokens. `stats` sums them, with reasks and failed, since construction.
@@ -46,21 +53,35 @@ class HFJudge:
         dtype: str = "bfloat16",
         acceptable_score: float = 7,
         rubric: str = "default",
+        backend: str = "auto",
+        engine: dict[str, Any] | None = None,
     ) -> None:
+        from transformers import AutoConfig, AutoTokenizer
+
         if max_new_tokens < 1 or batch_size < 1:
             raise ValueError("max_new_tokens and batch_size must be >= 1")
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}")
+        if backend not in ("auto", "hf", "vllm"):
+            raise ValueError("backend must be auto, hf or vllm")
+        try:
+            self.engine = GenerationConfig(
+                **{**(engine or {}), "backend": backend, "dtype": dtype, "batch_size": batch_size}
+            )
+        except TypeError as e:
+            raise ValueError(f"engine: {e}") from None
         self.rubric = load_rubric(rubric)
         self.acceptable_score = float(acceptable_score)
         self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0)
-        self.generator = HFGenerator(resolve_model(model), dtype=dtype, batch_size=batch_size)
-        self.tokenizer = self.generator.tokenizer
+        self.model = resolve_model(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model)
         # Not every config names its context length this way (GPT-2 says n_positions); without
         # it, an over-long prompt is left to the model to handle.
         self.context: int | None = getattr(
-            self.generator.model.config, "max_position_embeddings", None
+            AutoConfig.from_pretrained(self.model), "max_position_embeddings", None
         )
+        self.generator: Generator | None = None  # started by the first judge() of a stage
+        self.starts = 0  # generator starts so far (one per judge stage)
         self.stats = dict.fromkeys(
             ("requests", "reasks", "failed", "prompt_tokens", "completion_tokens"), 0
         )
@@ -103,9 +124,23 @@ class HFJudge:
         self.stats["failed"] += sum(j.failed for j in judgments)
         return judgments
 
+    def release(self) -> None:
+        """Stop the generator (the judge stage ends); the next `judge` call starts it again."""
+        if self.generator is not None:
+            self.generator.close()
+            self.generator = None
+
     def close(self) -> None:
         """Free the model's memory."""
-        self.generator.close()
+        self.release()
+
+    def _generate(self, prompts: list[str]) -> list[list[Any]]:
+        if self.generator is None:
+            from cut_loop.generation.factory import make_generator
+
+            self.generator = make_generator(self.engine, self.model)
+            self.starts += 1
+        return self.generator.generate(prompts, self.params)
 
     # --- generation -------------------------------------------------------------------------------
     def _answer(
@@ -124,7 +159,7 @@ class HFJudge:
                               f"of {self.context}")  # fmt: skip
             else:
                 fits.append(i)
-        completions = self.generator.generate([prompts[i] for i in fits], self.params)
+        completions = self._generate([prompts[i] for i in fits]) if fits else []
         for i, [completion] in zip(fits, completions, strict=True):
             usage = usages[i]
             usage["requests"] += 1

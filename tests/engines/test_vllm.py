@@ -241,3 +241,28 @@ def test_kill_during_vllm_generation_resumes_from_last_shard(
     assert len(list(shards.glob("shard-*.jsonl"))) == 6
     assert responses(run_dir) == responses(ref)
     assert (run_dir / "round-01" / "DONE.round").is_file()
+
+
+def test_local_judge_runs_on_the_engine(vllm_python: str, tmp_path: Path) -> None:
+    """The `hf` judge with backend vllm: the same judgments as with transformers, one engine
+    start for all its calls in a stage, and the engine gone after `release()`."""
+    from cut_loop.judging.base import JudgeItem
+    from cut_loop.judging.hf_judge import HFJudge
+
+    model = make_scripted_model(tmp_path / "judge", "2/10 The response is incorrect.", head_dim=32)
+    rubric = tmp_path / "short.yaml"  # the default rubric is ~1000 tokens of the toy tokenizer
+    rubric.write_text("system: Judge.\nuser: 'Q: {instruction}\n\nA: {response}\n\nScore 1-10:'\n")
+    items = [
+        JudgeItem("a", "Name a primary colour.", "", "Red."),
+        JudgeItem("b", "Write a short poem about the sea.", "", "Waves roll in.\nWaves roll out."),
+    ]
+    options = {"model": str(model), "rubric": str(rubric), "max_new_tokens": 24}
+    expected = HFJudge(**options, backend="hf").judge(items)
+    judge = HFJudge(**options, backend="vllm", engine={**ENGINE, "vllm_python": vllm_python})
+    got = judge.judge(items[:1]) + judge.judge(items[1:])
+    assert [j.to_dict() for j in got] == [j.to_dict() for j in expected]
+    assert got[0].score == 2 and got[0].critique == "The response is incorrect."
+    assert judge.starts == 1 and isinstance(judge.generator, VLLMGenerator)
+    engine = judge.generator.proc
+    judge.release()
+    assert judge.generator is None and engine.poll() is not None  # the child has exited

@@ -43,7 +43,8 @@ def scripted(tmp_path_factory: pytest.TempPathFactory):
 
 
 def make(model: Path, **options) -> HFJudge:
-    return HFJudge(model=str(model), dtype="float32", max_new_tokens=24, **options)
+    # transformers here; the vLLM engine behind the same judge: tests/engines/test_vllm.py
+    return HFJudge(model=str(model), dtype="float32", max_new_tokens=24, backend="hf", **options)
 
 
 def test_a_good_score_is_acceptable(scripted):
@@ -123,7 +124,9 @@ def test_batching_with_left_padding_changes_nothing(chaotic_model_dir, short_rub
 
 
 def test_a_prompt_over_the_context_fails_without_generating(tiny_model_dir, short_rubric):
-    judge = HFJudge(model=str(tiny_model_dir), max_new_tokens=1000, rubric=short_rubric)
+    judge = HFJudge(
+        model=str(tiny_model_dir), max_new_tokens=1000, rubric=short_rubric, backend="hf"
+    )
     [j] = judge.judge(ITEMS[:1])
     assert j.failed and "exceeds the model's context of 1024" in j.error
     assert judge.stats["requests"] == 0
@@ -145,7 +148,8 @@ def test_rendering_without_a_chat_template_and_with_one_that_rejects_system(scri
 
 
 def test_loaded_by_name(scripted):
-    judge = load_judge("hf", {"model": str(scripted("Score: 9")), "max_new_tokens": 8})
+    options = {"model": str(scripted("Score: 9")), "max_new_tokens": 8, "backend": "hf"}
+    judge = load_judge("hf", options)
     assert isinstance(judge, HFJudge) and judge.judge(ITEMS[:1])[0].acceptable
     judge.close()
 
@@ -163,9 +167,35 @@ def _has_smollm2() -> bool:
 def test_smollm2_as_a_judge():
     """The real 135M model, greedy: too small to be a good judge, but every item must come
     back as a verdict or a failure (~20 s on 2 CPU cores, GGUF conversion cached)."""
-    judge = HFJudge(model="smollm2-135m", dtype="float32", max_new_tokens=48, batch_size=3)
+    judge = HFJudge(
+        model="smollm2-135m", dtype="float32", max_new_tokens=48, batch_size=3, backend="hf"
+    )
     out = judge.judge(ITEMS)
     assert [j.id for j in out] == ["a", "b", "c"]
     for j in out:
         assert j.failed or (j.score is not None and 1 <= j.score <= 10)
         assert j.usage["requests"] in (1, 2)
+
+
+def test_one_generator_start_per_judge_stage(scripted, tmp_path):
+    """The judge stage asks in several batches; the judge's model starts at the first and is
+    released when the stage ends (so it never holds memory while the policy trains)."""
+    from cut_loop.config import RunConfig
+    from cut_loop.stages import judge_stage
+
+    judge = make(scripted("Score: 9"))
+    cfg = RunConfig()
+    cfg.judge.batch_size = 2  # three items: two calls
+    responses = [
+        {"id": it.id, "instruction": it.instruction, "input": it.input,
+         "response": it.response, "finished": True}
+        for it in ITEMS
+    ]  # fmt: skip
+    judged = judge_stage(tmp_path, responses, judge, cfg, "test")
+    assert all(j.acceptable for j in judged.values()) and len(judged) == 3
+    assert judge.stats["requests"] == 3 and judge.starts == 1
+    assert judge.generator is None  # released at the stage's end
+    judge.judge(ITEMS[:1])
+    assert judge.starts == 2 and judge.generator is not None
+    judge.close()
+    assert judge.generator is None
