@@ -66,6 +66,6 @@ def summary_table(rows: list[dict[str, Any]], title: str = "cut_loop run") -> Ta
         ]
         if paid:
             cost = sum((x.get("usage") or {}).get("cost_usd", 0.0) for x in (judge, ev))
-            cells.append(f"{cost:.2f}")
+            cells.append(f"{cost:.2f}" if cost >= 1 else f"{cost:.4f}")  # cents matter
         table.add_row(*cells)
     return table
