@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
 
 def make_trainer(cfg: RunConfig, template: PromptTemplate) -> Trainer:
-    """`torch` (one process, plain PyTorch) or `deepspeed`. `auto` is torch until the DeepSpeed
-    trainer lands; it will pick DeepSpeed when several GPUs or a hostfile are present.
+    """`torch` (one process, plain PyTorch) or `deepspeed` (ranks launched as a child); `auto`
+    picks DeepSpeed when several GPUs are visible or a hostfile is configured.
 
     Refuses, before the loop generates anything, a loss the round's samples cannot feed."""
     if cfg.loss.name == "dpo" and cfg.generation.samples_per_instruction < 2:
@@ -23,14 +23,22 @@ def make_trainer(cfg: RunConfig, template: PromptTemplate) -> Trainer:
             "loss dpo needs generation.samples_per_instruction >= 2 (it compares judged"
             " responses to the same instruction): --set generation.samples_per_instruction=4"
         )
-    if cfg.train.backend == "deepspeed":
-        raise CutLoopError(
-            "train.backend=deepspeed: the DeepSpeed trainer is not in this version yet;"
-            " use --trainer torch"
-        )
+    if _backend(cfg.train) == "deepspeed":
+        from cut_loop.training.deepspeed_trainer import DeepSpeedTrainer
+
+        return DeepSpeedTrainer(cfg.train, cfg.loss, template, seed=cfg.seed)
     from cut_loop.training.torch_trainer import TorchTrainer
 
     return TorchTrainer(cfg.train, cfg.loss, template, seed=cfg.seed)
+
+
+def _backend(train: TrainConfig) -> str:
+    if train.backend != "auto":
+        return train.backend
+    import torch
+
+    several = torch.cuda.device_count() > 1 or bool(train.deepspeed.hostfile)
+    return "deepspeed" if several else "torch"
 
 
 def make_objective(
