@@ -7,7 +7,7 @@ backend and the vLLM backend, on SmolLM2-135M, in one run.
 
 What is measured: the first `-n` instructions of the demo set, rendered with the alpaca
 template (as the loop renders them), generated greedily (temperature 0) and sampled
-(temperature 0.7, top-p 0.9: the config's defaults), `--max-new-tokens` each, bf16 weights,
+(temperature 0.7, top-p 0.9: the config's defaults), `--max-new-tokens` each, `--dtype` weights,
 through each backend's Generator in calls of `--request-size` prompts (a generate stage makes
 one call per shard). Tokens/s = generated tokens (the completions' num_tokens: the answer's
 tokens, end-of-sequence not counted, as both backends report them) / wall seconds of the
@@ -80,6 +80,9 @@ def main() -> None:
     parser.add_argument("--eager", action="store_true", help="vLLM enforce_eager")
     parser.add_argument("--backends", default="vllm,hf", help="comma list: vllm, hf")
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument(
+        "--dtype", default="bfloat16", help="weights of both backends: bfloat16 or float32"
+    )
     args = parser.parse_args()
 
     model = resolve_model(args.model)
@@ -87,14 +90,14 @@ def main() -> None:
     instructions = load_instructions("demo")[: args.n]
     prompts = [template.render(x.instruction, x.input) for x in instructions]
     print(
-        f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, {args.model}, bf16;"
+        f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, {args.model}, {args.dtype};"
         f" vLLM {'eager' if args.eager else 'compiled'}, transformers batch {args.hf_batch_size},"
         f" {args.request_size or len(prompts)} prompts per call",
         flush=True,
     )
     makers = {
-        "vllm": lambda: _vllm(model, args.eager),
-        "hf": lambda: _hf(model, args.hf_batch_size),
+        "vllm": lambda: _vllm(model, args.eager, args.dtype),
+        "hf": lambda: _hf(model, args.hf_batch_size, args.dtype),
     }
     results = {b: bench(b, makers[b], prompts, args) for b in args.backends.split(",")}
     print("\ntok/s        " + "".join(f"{b:>10}" for b in results) + "     ratio")
@@ -107,19 +110,19 @@ def main() -> None:
         print(f"target (vLLM >= 5x transformers, greedy): {'met' if ok else 'NOT met'}")
 
 
-def _vllm(model: str, eager: bool) -> Generator:
+def _vllm(model: str, eager: bool, dtype: str) -> Generator:
     from cut_loop.generation.vllm import VLLMGenerator, find_vllm_python
 
     python = find_vllm_python()
     if python is None:
         raise SystemExit("no vLLM interpreter: run scripts/setup.sh --vllm")
-    return VLLMGenerator(model, GenerationConfig(enforce_eager=eager), python)
+    return VLLMGenerator(model, GenerationConfig(enforce_eager=eager, dtype=dtype), python)
 
 
-def _hf(model: str, batch_size: int) -> Generator:
+def _hf(model: str, batch_size: int, dtype: str) -> Generator:
     from cut_loop.generation.hf import HFGenerator
 
-    return HFGenerator(model, batch_size=batch_size)
+    return HFGenerator(model, dtype=dtype, batch_size=batch_size)
 
 
 if __name__ == "__main__":

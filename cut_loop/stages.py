@@ -52,7 +52,8 @@ def generate_stage(
     size = cfg.generation.shard_size
     shards = [instructions[i : i + size] for i in range(0, len(instructions), size)]
     paths = [shard_dir / f"shard-{i:04d}.jsonl" for i in range(len(shards))]
-    if not RunDir.is_done(folder, "generate"):
+    finished = RunDir.is_done(folder, "generate")
+    if not finished:
         todo = [i for i, p in enumerate(paths) if not p.exists()]
         done = sum(len(shards[i]) for i in range(len(shards)) if i not in todo)
         generator = load_generator() if todo else None
@@ -76,10 +77,10 @@ def generate_stage(
         finally:
             if generator is not None:
                 generator.close()
-        rows = [row for p in paths for row in read_jsonl(p)]
+    rows = [row for p in paths for row in read_jsonl(p)]
+    if not finished:
         RunDir.mark_done(folder, "generate", {"responses": len(rows)})
-        return rows
-    return [row for p in paths for row in read_jsonl(p)]
+    return rows
 
 
 def _response_rows(

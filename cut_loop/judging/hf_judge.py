@@ -20,7 +20,7 @@ from typing import Any
 from jinja2 import TemplateError
 
 from cut_loop.config import GenerationConfig
-from cut_loop.generation.base import Generator, SamplingParams
+from cut_loop.generation.base import Completion, Generator, SamplingParams
 from cut_loop.judging.base import JudgeItem, Judgment
 from cut_loop.judging.rubric import judgment_from_answer, load_rubric
 from cut_loop.models import resolve_model
@@ -134,7 +134,7 @@ class HFJudge:
         """Free the model's memory."""
         self.release()
 
-    def _generate(self, prompts: list[str]) -> list[list[Any]]:
+    def _generate(self, prompts: list[str]) -> list[list[Completion]]:
         if self.generator is None:
             from cut_loop.generation.factory import make_generator
 
