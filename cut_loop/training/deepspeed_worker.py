@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -46,7 +45,7 @@ from cut_loop.training.deepspeed_trainer import ERROR_PREFIX
 from cut_loop.training.examples import pad_token_id
 from cut_loop.training.factory import make_objective
 from cut_loop.training.plan import epoch_orders, fingerprint, step_counts, step_micro_batches
-from cut_loop.training.torch_trainer import _HEAD_TRANSFORMS, _replace_dir
+from cut_loop.training.torch_trainer import _HEAD_TRANSFORMS, _replace_dir, save_policy
 
 
 class LossModule(torch.nn.Module):
@@ -264,13 +263,7 @@ def _save_model(
         with torch.no_grad():
             for name, tensor in trained.items():
                 params[name].copy_(tensor.view_as(params[name]))
-        if config.lora.enabled:
-            model = model.merge_and_unload()
-        tmp = out_dir.parent / f".{out_dir.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.to(save_dtype).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        _replace_dir(tmp, out_dir)
+        save_policy(model, tokenizer, out_dir, save_dtype, merge_lora=config.lora.enabled)
     dist.barrier()
 
 

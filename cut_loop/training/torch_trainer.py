@@ -131,13 +131,7 @@ class TorchTrainer:
         metrics["resumed_from"] = start
         if step < total:
             return TrainResult(steps=step, examples=len(examples), metrics=metrics)
-        if cfg.lora.enabled:
-            model = model.merge_and_unload()
-        tmp = out_dir.parent / f".{out_dir.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.to(save_dtype).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        _replace_dir(tmp, out_dir)
+        save_policy(model, tokenizer, out_dir, save_dtype, merge_lora=cfg.lora.enabled)
         return TrainResult(steps=step, examples=len(examples), metrics=metrics)
 
     def _load_model(self, path: Path) -> torch.nn.Module:
@@ -268,6 +262,20 @@ def _resume(
     name, keys, *rest = rng["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     return int(saved["step"])
+
+
+def save_policy(
+    model: torch.nn.Module, tokenizer: Any, out_dir: Path, dtype: torch.dtype, merge_lora: bool
+) -> None:
+    """The round's policy as a plain Hugging Face directory (LoRA merged in, the start model's
+    dtype, safetensors + tokenizer), replacing `out_dir` atomically."""
+    if merge_lora:
+        model = model.merge_and_unload()
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.to(dtype).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    _replace_dir(tmp, out_dir)
 
 
 def _replace_dir(src: Path, dst: Path, copy: bool = False) -> None:
