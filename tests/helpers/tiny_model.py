@@ -7,6 +7,7 @@ Small enough that a whole loop round runs in seconds on CPU, real enough that ev
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
@@ -54,20 +55,24 @@ def make_tiny_model(
     tokenizer.save_pretrained(out_dir)
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    config = LlamaConfig(head_dim=head_dim, tie_word_embeddings=True, **tiny_llama_shape(tokenizer))
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+def tiny_llama_shape(tokenizer: Any) -> dict[str, Any]:
+    """The tiny Llama's size and special tokens (LlamaConfig keyword arguments), shared by the
+    test models built on it (causal LM, reward models)."""
+    return dict(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=head_dim,
         max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
     )
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(out_dir)
-    return out_dir

@@ -21,22 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.tiny_model import make_tiny_model
-
-
-def _config_kwargs(tokenizer: Any) -> dict[str, Any]:
-    return dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+from tests.helpers.tiny_model import make_tiny_model, tiny_llama_shape
 
 
 def make_classifier_rm(out_dir: Path, num_labels: int = 1, seed: int = 0) -> Path:
@@ -46,7 +31,7 @@ def make_classifier_rm(out_dir: Path, num_labels: int = 1, seed: int = 0) -> Pat
     out_dir = Path(make_tiny_model(out_dir))
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
     torch.manual_seed(seed)
-    config = LlamaConfig(num_labels=num_labels, **_config_kwargs(tokenizer))
+    config = LlamaConfig(num_labels=num_labels, **tiny_llama_shape(tokenizer))
     model = LlamaForSequenceClassification(config)
     with torch.no_grad():  # random init gives a near-zero head; spread the rewards out
         model.score.weight.normal_(0, 1.0)
@@ -79,7 +64,7 @@ def make_starling_rm(out_dir: Path, tokenizer_dir: Path, fmt: str = "bin", seed:
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
-    config = LlamaConfig(tie_word_embeddings=False, **_config_kwargs(tokenizer))
+    config = LlamaConfig(tie_word_embeddings=False, **tiny_llama_shape(tokenizer))
     rm = GPTRewardModel(LlamaForCausalLM(config))
     out_dir.mkdir(parents=True, exist_ok=True)
     config_dict = config.to_dict()
