@@ -18,6 +18,12 @@ CPU KV cache, all cores); transformers in this process with `--hf-batch-size` pr
 `model.generate` (the config's default is 16).
 
 Target (issue 5): vLLM >= 5x transformers on greedy decoding.
+
+The default dtype is float32, as the CPU demo generates: on CPUs without AMX (this machine's
+KVM guest exposes AVX-512 BF16 but no AMX), oneDNN's bf16 GEMMs run below its fp32 ones
+(~170 vs ~260 GFLOP/s on two cores), so bf16 slows vLLM (compute-bound at a batch of 256)
+and barely moves transformers (overhead-bound at a batch of 16). The header line says which
+matrix instructions this CPU has.
 """
 
 from __future__ import annotations
@@ -58,7 +64,12 @@ def bench(name: str, make: object, prompts: list[str], args: argparse.Namespace)
     print(f"{name}:", flush=True)
     start = time.perf_counter()
     generator: Generator = make()  # type: ignore[operator]
-    print(f"  load/start: {time.perf_counter() - start:.1f} s", flush=True)
+    allocator = getattr(generator, "allocator", "")
+    print(
+        f"  load/start: {time.perf_counter() - start:.1f} s"
+        + (f" (allocator: {allocator})" if allocator else ""),
+        flush=True,
+    )
     rates = {}
     try:
         for mode, sampling in MODES.items():
@@ -81,7 +92,7 @@ def main() -> None:
     parser.add_argument("--backends", default="vllm,hf", help="comma list: vllm, hf")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument(
-        "--dtype", default="bfloat16", help="weights of both backends: bfloat16 or float32"
+        "--dtype", default="float32", help="weights of both backends: float32 or bfloat16"
     )
     args = parser.parse_args()
 
@@ -95,6 +106,7 @@ def main() -> None:
         f" {args.request_size or len(prompts)} prompts per call",
         flush=True,
     )
+    print(f"CPU: {_cpu_matrix_isa()}", flush=True)
     makers = {
         "vllm": lambda: _vllm(model, args.eager, args.dtype),
         "hf": lambda: _hf(model, args.hf_batch_size, args.dtype),
@@ -108,6 +120,20 @@ def main() -> None:
     if len(results) == 2:
         ok = results["vllm"]["greedy"] >= 5 * results["hf"]["greedy"]
         print(f"target (vLLM >= 5x transformers, greedy): {'met' if ok else 'NOT met'}")
+
+
+def _cpu_matrix_isa() -> str:
+    """Which of the instructions CPU GEMMs use this CPU has (torch's own detection)."""
+    import torch
+
+    checks = {
+        "AMX": getattr(torch.cpu, "_is_amx_tile_supported", None),
+        "AVX-512 BF16": getattr(torch.cpu, "_is_avx512_bf16_supported", None),
+        "AVX-512": getattr(torch.cpu, "_is_avx512_supported", None),
+    }
+    return ", ".join(
+        f"{name} {'yes' if check() else 'no'}" for name, check in checks.items() if check
+    )
 
 
 def _vllm(model: str, eager: bool, dtype: str) -> Generator:

@@ -35,5 +35,16 @@ if [ "$(cat "$VENV/cutloop-installed" 2>/dev/null)" != "$want" ]; then
   fi
   echo "$want" > "$VENV/cutloop-installed"  # a re-run skips the install (and the clean-up)
 fi
+if [ ${#pins[@]} -gt 0 ] && ! ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then
+  # vLLM's CPU guide asks for tcmalloc; cut_loop preloads it into the engine when present
+  # (~8% more tokens/s here). A system library: installed where this script may use apt-get.
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    { apt-get install -y -qq libtcmalloc-minimal4 || { apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4; }; } >/dev/null 2>&1 \
+      || echo "note: could not install libtcmalloc-minimal4; vLLM runs without it, ~8% slower"
+  else
+    echo "note: install tcmalloc (Debian/Ubuntu: libtcmalloc-minimal4) for ~8% faster CPU generation"
+  fi
+fi
 "$VPY" -c "import torch, transformers, vllm; print('vllm', vllm.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| in', '$VENV')"
-echo "vLLM environment ready in $((SECONDS - start)) s"
+tcmalloc=$(ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4 2>/dev/null | head -1 || true)
+echo "vLLM environment ready in $((SECONDS - start)) s${tcmalloc:+ (tcmalloc: $tcmalloc)}"

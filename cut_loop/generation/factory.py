@@ -69,8 +69,14 @@ def _try_vllm(cfg: GenerationConfig, model_path: str) -> Generator | None:
 def _started(generator: VLLMGenerator) -> VLLMGenerator:
     from cut_loop.progress import console
 
+    hint = ""
+    if generator.device == "cpu" and generator.allocator != "tcmalloc":
+        hint = (
+            " (no tcmalloc found: installing libtcmalloc-minimal4 makes CPU generation ~8% faster)"
+        )
     console.print(
-        f"generation: vLLM engine for {generator.model} up in {generator.start_seconds:.0f} s",
+        f"generation: vLLM engine for {generator.model} up in {generator.start_seconds:.0f} s"
+        + hint,
         markup=False,
         soft_wrap=True,
     )

@@ -12,7 +12,8 @@ Modes (`main(argv)`):
 The serve protocol, files in WORKDIR, each written atomically (temp file, then rename):
   engine.json         (parent) model, dtype, seed, tensor_parallel_size, gpu_memory_utilization,
                       cpu_kvcache_gb, max_model_len, enforce_eager
-  ready.json          (child)  the engine is up and has generated once: device, start seconds
+  ready.json          (child)  the engine is up and has generated once: device, start seconds,
+                      allocator (tcmalloc or default)
   request-NNNN.json   (parent) N = 1, 2, ...: prompts (rendered text), n, max_tokens,
                       temperature, top_p, seed, stop
   result-NNNN.json    (child)  completions [prompt][sample] = {text, finished, num_tokens},
@@ -168,7 +169,11 @@ def serve(workdir: Path) -> int:
         # One token now, so that a model the kernels cannot run (e.g. an unsupported head size)
         # fails here, as a start failure, rather than in the middle of a stage.
         llm.generate([{"prompt_token_ids": [0]}], SamplingParams(max_tokens=1), use_tqdm=False)
-        ready = {"device": "cpu" if cpu else "cuda", "start_seconds": time.monotonic() - start}
+        ready = {
+            "device": "cpu" if cpu else "cuda",
+            "start_seconds": time.monotonic() - start,
+            "allocator": _allocator(),
+        }
         write_json_atomic(workdir / "ready.json", ready)
         stage = "generate"
         n = 1
@@ -179,6 +184,15 @@ def serve(workdir: Path) -> int:
     except Exception as e:
         write_json_atomic(workdir / "error.json", {"stage": stage, "error": _one_line(e)})
         raise
+
+
+def _allocator() -> str:
+    """ "tcmalloc" when the parent preloaded it into this process, else "default"."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "default"
+    return "tcmalloc" if "libtcmalloc" in maps else "default"
 
 
 def _one_line(e: BaseException) -> str:

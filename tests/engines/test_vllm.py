@@ -25,6 +25,7 @@ from cut_loop.generation.prompts import load_template
 from cut_loop.generation.vllm import (
     VLLMGenerator,
     VLLMStartError,
+    find_tcmalloc,
     find_vllm_python,
     vllm_import_error,
 )
@@ -103,6 +104,14 @@ class TestEngine:
             assert isinstance(c, Completion) and isinstance(c.text, str)
             assert 0 <= c.num_tokens <= 12
             assert c.finished or c.num_tokens == 12  # cut off exactly at the limit
+
+    @on_cpu
+    def test_cpu_engine_runs_on_tcmalloc_when_the_machine_has_it(
+        self, engine: VLLMGenerator
+    ) -> None:
+        assert engine.device == "cpu"
+        expected = "tcmalloc" if find_tcmalloc() else "default"
+        assert engine.allocator == expected
 
     def test_n_samples_per_prompt(self, engine: VLLMGenerator) -> None:
         out = engine.generate(["Name three colors.", "Hi"], sampled(n=4))

@@ -8,12 +8,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from cut_loop.config import GenerationConfig
 from cut_loop.errors import CutLoopError
-from cut_loop.generation import factory
+from cut_loop.generation import factory, vllm
 from cut_loop.generation.hf import HFGenerator
-from cut_loop.generation.vllm import find_vllm_python, vllm_import_error
+from cut_loop.generation.vllm import find_tcmalloc, find_vllm_python, vllm_import_error
 from cut_loop.generation.vllm_worker import completion, cpu_list
 
 
@@ -46,6 +47,38 @@ def test_completion_stop_string_counts_its_tokens_and_length_is_cut_off() -> Non
 def test_cpu_list_is_vllm_bind_format() -> None:
     assert cpu_list({0, 1}) == "0-1"
     assert cpu_list({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
+
+
+def test_find_tcmalloc_takes_the_first_folder_that_has_it(tmp_path: Path) -> None:
+    empty, full_only, minimal = (tmp_path / d for d in ("empty", "full", "minimal"))
+    for d in (empty, full_only, minimal):
+        d.mkdir()
+    (full_only / "libtcmalloc.so.4").touch()
+    (minimal / "libtcmalloc_minimal.so.4").touch()
+    (minimal / "libtcmalloc.so.4").touch()
+    assert find_tcmalloc([str(empty)]) is None
+    assert find_tcmalloc([str(empty), str(minimal), str(full_only)]) == str(
+        minimal / "libtcmalloc_minimal.so.4"
+    )
+    assert find_tcmalloc([str(full_only), str(minimal)]) == str(full_only / "libtcmalloc.so.4")
+
+
+def test_engine_env_preloads_tcmalloc_before_the_users_preload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(vllm, "find_tcmalloc", lambda: "/lib/libtcmalloc_minimal.so.4")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("LD_PRELOAD", "/opt/libmine.so")
+    monkeypatch.setenv("SOME_SETTING", "kept")
+    env = vllm._engine_env()
+    assert env["LD_PRELOAD"] == "/lib/libtcmalloc_minimal.so.4:/opt/libmine.so"
+    assert env["SOME_SETTING"] == "kept"
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libtcmalloc.so.4")  # the user's own: left alone
+    assert vllm._engine_env()["LD_PRELOAD"] == "/usr/lib/libtcmalloc.so.4"
+    monkeypatch.delenv("LD_PRELOAD")
+    assert vllm._engine_env()["LD_PRELOAD"] == "/lib/libtcmalloc_minimal.so.4"
+    monkeypatch.setattr(vllm, "find_tcmalloc", lambda: None)
+    assert "LD_PRELOAD" not in vllm._engine_env()
 
 
 def test_vllm_python_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
