@@ -45,7 +45,7 @@ from cut_loop.training.deepspeed_trainer import ERROR_PREFIX
 from cut_loop.training.examples import pad_token_id
 from cut_loop.training.factory import make_objective
 from cut_loop.training.plan import epoch_orders, fingerprint, step_counts, step_micro_batches
-from cut_loop.training.torch_trainer import _HEAD_TRANSFORMS, _replace_dir, save_policy
+from cut_loop.training.policy_files import check_plain_head, replace_dir, save_policy
 
 
 class LossModule(torch.nn.Module):
@@ -84,7 +84,7 @@ def train(spec: dict[str, Any]) -> None:
     metrics: dict[str, Any] = dict(objective.counts(examples))
     if not examples:
         if rank == 0:
-            _replace_dir(start_model, out_dir, copy=True)
+            replace_dir(start_model, out_dir, copy=True)
             _write_result(work_dir, 0, 0, metrics)
         return
 
@@ -138,8 +138,7 @@ def _engine(
     # partitions (zero.Init), not one whole fp32 copy per rank (52 GB for a 13B model).
     zero3 = HfDeepSpeedConfig(ds_config) if config.deepspeed.zero_stage == 3 else None
     model = AutoModelForCausalLM.from_pretrained(start_model, dtype=torch.float32)
-    if any(getattr(model.config, k, None) not in (None, 1, 1.0) for k in _HEAD_TRANSFORMS):
-        raise CutLoopError(f"{start_model}: models that rescale or cap logits are not supported")
+    check_plain_head(model, start_model)
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})
     if config.lora.enabled:

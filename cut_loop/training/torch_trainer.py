@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -43,9 +42,9 @@ from cut_loop.training.base import TrainResult, Triplet
 from cut_loop.training.examples import pad_token_id
 from cut_loop.training.factory import make_objective
 from cut_loop.training.plan import epoch_orders, fingerprint, step_counts, step_micro_batches
+from cut_loop.training.policy_files import check_plain_head, replace_dir, save_policy
 
 # Config fields that change the LM head's output; the losses apply the plain projection.
-_HEAD_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
 class TorchTrainer:
@@ -87,7 +86,7 @@ class TorchTrainer:
         examples = self.objective.build(triplets, tokenizer, Path(start_model), work_dir)
         metrics: dict[str, Any] = dict(self.objective.counts(examples))
         if not examples:
-            _replace_dir(Path(start_model), out_dir, copy=True)
+            replace_dir(Path(start_model), out_dir, copy=True)
             return TrainResult(steps=0, examples=0, metrics=metrics)
 
         torch.manual_seed(self.seed)  # LoRA initialisation and dropout
@@ -137,8 +136,7 @@ class TorchTrainer:
     def _load_model(self, path: Path) -> torch.nn.Module:
         # float32 master weights: autocast runs the matmuls in bf16, the optimizer stays exact.
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        if any(getattr(model.config, k, None) not in (None, 1, 1.0) for k in _HEAD_TRANSFORMS):
-            raise CutLoopError(f"{path}: models that rescale or cap their logits are not supported")
+        check_plain_head(model, path)
         if self.config.gradient_checkpointing:
             model.activation_checkpointing_enable({"use_reentrant": False})
         lora = self.config.lora
@@ -223,7 +221,7 @@ def _save_checkpoint(
         tmp / "state.pt",
     )
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **state}))
-    _replace_dir(tmp, work_dir / f"checkpoint-{step}")
+    replace_dir(tmp, work_dir / f"checkpoint-{step}")
     for old in _checkpoints(work_dir)[:-2]:
         shutil.rmtree(old)
 
@@ -262,42 +260,3 @@ def _resume(
     name, keys, *rest = rng["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     return int(saved["step"])
-
-
-def save_policy(
-    model: torch.nn.Module, tokenizer: Any, out_dir: Path, dtype: torch.dtype, merge_lora: bool
-) -> None:
-    """The round's policy as a plain Hugging Face directory (LoRA merged in, the start model's
-    dtype, safetensors + tokenizer), replacing `out_dir` atomically."""
-    if merge_lora:
-        model = model.merge_and_unload()
-    tmp = out_dir.parent / f".{out_dir.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.to(dtype).save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    _replace_dir(tmp, out_dir)
-
-
-def _replace_dir(src: Path, dst: Path, copy: bool = False) -> None:
-    """Make `dst` the finished directory `src` (or a copy of it) with one rename, after its
-    files reached the disk: readers see the old directory or the whole new one."""
-    if copy:
-        tmp = dst.parent / f".{dst.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp)
-        src = tmp
-    for f in src.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    old = dst.parent / f".{dst.name}.old"
-    if dst.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)  # a directory cannot be renamed over a non-empty one
-    os.replace(src, dst)
-    fd = os.open(dst.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    shutil.rmtree(old, ignore_errors=True)
