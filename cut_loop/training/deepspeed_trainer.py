@@ -31,6 +31,7 @@ from cut_loop.generation.prompts import PromptTemplate
 from cut_loop.progress import stage_bar
 from cut_loop.rundir import atomic_write_json
 from cut_loop.training.base import TrainResult, Triplet
+from cut_loop.training.deepspeed_config import deepspeed_config
 
 WORKER = "cut_loop.training.deepspeed_worker"
 ERROR_PREFIX = "cutloop-error: "  # a rank's CutLoopError, the line reported to the user
@@ -52,6 +53,12 @@ class DeepSpeedTrainer:
             raise CutLoopError(
                 "train.backend=deepspeed needs the deepspeed package: scripts/setup.sh installs it"
             )
+        ranks = local_ranks(config)
+        if ranks is not None:
+            # A step that cannot split over the ranks, or a bad train.deepspeed.config_file,
+            # fails now, before the round pays for generation and judging (the ranks check
+            # again: with a hostfile only the launcher knows the rank count).
+            deepspeed_config(config, ranks)
         self.config, self.loss, self.template, self.seed = config, loss, template, seed
         self.logit_chunk = logit_chunk  # label positions projected onto the vocabulary at once
 
@@ -139,12 +146,25 @@ def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
-def launch_command(config: TrainConfig, spec: Path) -> tuple[list[str], dict[str, str]]:
-    """The launcher command line and environment that start the ranks on `spec`."""
+def _gpu_count() -> int:
     import torch  # only here: the controller otherwise never needs it
 
+    return torch.cuda.device_count()
+
+
+def local_ranks(config: TrainConfig) -> int | None:
+    """How many ranks a launch on this machine starts; None with a hostfile (many nodes)."""
     ds = config.deepspeed
-    gpus = torch.cuda.device_count()
+    if ds.hostfile:
+        return None
+    gpus = _gpu_count()
+    return (ds.num_gpus or gpus) if gpus else ds.num_procs
+
+
+def launch_command(config: TrainConfig, spec: Path) -> tuple[list[str], dict[str, str]]:
+    """The launcher command line and environment that start the ranks on `spec`."""
+    ds = config.deepspeed
+    gpus = _gpu_count()
     port = ds.master_port or _free_port()
     env = {**os.environ, "CUTLOOP_CONTROLLER_PID": str(os.getpid())}
     # The ranks import cut_loop from this checkout, also when it is not installed.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -251,14 +252,17 @@ def test_zero0_resumes_on_another_number_of_ranks(tiny_model_dir, tmp_path):
 
 
 def test_a_rank_error_is_one_line_with_the_log_path(tiny_model_dir, tmp_path):
-    config = replace(_config(2), grad_accum=3)  # 3 micro-batches cannot split over 2 ranks
+    scaled = tmp_path / "scaled"  # a model whose logits are rescaled: the ranks refuse it
+    shutil.copytree(tiny_model_dir, scaled)
+    config_json = json.loads((scaled / "config.json").read_text())
+    (scaled / "config.json").write_text(json.dumps({**config_json, "logit_scale": 0.5}))
     with pytest.raises(CutLoopError) as e:
-        _trainer(DeepSpeedTrainer, config).train(
-            TRIPLETS, tiny_model_dir, tmp_path / "w", tmp_path / "out"
+        _trainer(DeepSpeedTrainer, _config(2)).train(
+            TRIPLETS, scaled, tmp_path / "w", tmp_path / "out"
         )
     message = str(e.value)
     assert "\n" not in message
-    assert "train.grad_accum=3 must be a multiple of the 2 DeepSpeed ranks" in message
+    assert f"{scaled}: models that rescale or cap their logits are not supported" in message
     assert str(tmp_path / "w" / "deepspeed.log") in message
     assert not (tmp_path / "out").exists()
 

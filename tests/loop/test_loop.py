@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,19 @@ def test_bad_instruction_file_fails_in_one_line_and_touches_nothing(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert expect in lines[0]
+    assert not run_dir.exists()
+
+
+def test_deepspeed_step_that_cannot_split_over_the_ranks_fails_before_the_round(
+    tmp_path: Path, base_args: Callable[..., list[str]]
+) -> None:
+    run_dir = tmp_path / "run"
+    args = base_args(run_dir, "--trainer", "deepspeed", "--set", "train.deepspeed.num_procs=2")
+    result = run_cli(*args, "--set", "train.grad_accum=3")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "train.grad_accum=3 must be a multiple of the 2 DeepSpeed ranks" in lines[0]
     assert not run_dir.exists()
 
 

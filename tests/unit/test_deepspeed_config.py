@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cut_loop.config import TrainConfig, config_from_dict
+from cut_loop.config import LossConfig, TrainConfig, config_from_dict
 from cut_loop.errors import CutLoopError
 from cut_loop.generation.prompts import load_template
 from cut_loop.training.deepspeed_config import deepspeed_config
@@ -47,6 +47,22 @@ def test_offload_asks_deepspeed_for_its_cpu_optimizer() -> None:
 def test_a_step_that_cannot_split_over_the_ranks_is_refused() -> None:
     with pytest.raises(CutLoopError, match=r"train.grad_accum=4 must be a multiple of the 3"):
         deepspeed_config(TRAIN, world_size=3)
+
+
+def test_the_controller_checks_the_split_before_a_round_starts(tmp_path: Path) -> None:
+    """Constructing the trainer (the loop does it before touching the run directory) checks
+    what the ranks would refuse only after generation and judging were paid for."""
+    template = load_template("alpaca")
+    uneven = replace(_with(num_procs=2), grad_accum=3)
+    with pytest.raises(CutLoopError, match=r"train.grad_accum=3 must be a multiple of the 2"):
+        DeepSpeedTrainer(uneven, LossConfig(), template, seed=0)
+    clash = _with(_user(tmp_path, '{"train_batch_size": 7}'), num_procs=2)
+    with pytest.raises(CutLoopError, match=r"train_batch_size=7 disagrees"):
+        DeepSpeedTrainer(clash, LossConfig(), template, seed=0)
+    # With a hostfile only the launcher knows the rank count: the ranks check it.
+    DeepSpeedTrainer(replace(uneven, deepspeed=replace(uneven.deepspeed, hostfile="h")),
+                     LossConfig(), template, seed=0)  # fmt: skip
+    DeepSpeedTrainer(replace(uneven, grad_accum=4), LossConfig(), template, seed=0)
 
 
 def _user(tmp_path: Path, content: str) -> TrainConfig:
