@@ -51,8 +51,10 @@ class GenerationConfig:
     ranks it with the samples; DPO may pair it too). Its id is "<instruction id>-ref"."""
     batch_size: int = 16
     """Prompts per generate call (transformers backend)."""
-    shard_size: int = 64
-    """Responses per shard file: a killed run resumes from the last finished shard."""
+    shard_size: int = 256
+    """Instructions per shard file: a killed run resumes from the last finished shard. With
+    vLLM one shard is one engine request, so large shards keep its batches large (vLLM
+    schedules up to 256 sequences at once); a resume keeps the shards a stage started with."""
     dtype: str = "bfloat16"
     """Weights dtype for generation: bfloat16, float16 or float32."""
     stop: list[str] = field(default_factory=list)

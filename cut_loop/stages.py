@@ -49,7 +49,7 @@ def generate_stage(
     only if a shard is missing. `reference`: each instruction's own answer, where it has one,
     follows its samples as one more response (`source: reference`)."""
     shard_dir = folder / "responses"
-    size = cfg.generation.shard_size
+    size = _shard_size(shard_dir, cfg.generation.shard_size)
     shards = [instructions[i : i + size] for i in range(0, len(instructions), size)]
     paths = [shard_dir / f"shard-{i:04d}.jsonl" for i in range(len(shards))]
     finished = RunDir.is_done(folder, "generate")
@@ -81,6 +81,17 @@ def generate_stage(
     if not finished:
         RunDir.mark_done(folder, "generate", {"responses": len(rows)})
     return rows
+
+
+def _shard_size(shard_dir: Path, configured: int) -> int:
+    """The shard size the stage started with: generation.shard_size may change between a run
+    and its resume (it is operational), but shards already written keep their partition, or a
+    resume would skip the instructions past a smaller old shard. Shard 0 is always full (or
+    holds every instruction), so its instruction count is the size it was written with."""
+    first = shard_dir / "shard-0000.jsonl"
+    if not first.exists():
+        return configured
+    return len({row["prompt_id"] for row in read_jsonl(first)}) or configured
 
 
 def _response_rows(
