@@ -5,7 +5,9 @@ torchrun, waits, and reads their result. Children talk to it through files only.
 Kill safety: the launcher gets its own process group, killed with it when the controller stops
 on an exception or Ctrl-C; each rank also watches the controller's pid and exits when it is gone
 (a SIGKILLed controller runs no cleanup). Resume is a re-launch: the ranks load the newest
-DeepSpeed checkpoint in work_dir. The ranks' output goes to work_dir/deepspeed.log.
+DeepSpeed checkpoint in work_dir. The ranks' output goes to work_dir/deepspeed.log. CPU ranks
+leave shared-memory buffers in /dev/shm: the controller removes them when its ranks exit, and
+a resume removes those of the launch it finds in work_dir/launch_port (a SIGKILLed controller's).
 """
 
 from __future__ import annotations
@@ -96,7 +98,12 @@ class DeepSpeedTrainer:
         result_path.unlink(missing_ok=True)
         (work_dir / "progress.json").unlink(missing_ok=True)
         log_path = work_dir / "deepspeed.log"
-        cmd, env = launch_command(config, spec_path)
+        port = config.deepspeed.master_port or _free_port()
+        last_port = work_dir / "launch_port"
+        if last_port.exists():  # a SIGKILLed controller could not release its ranks' buffers
+            release_shared_memory(int(last_port.read_text()))
+        last_port.write_text(str(port))
+        cmd, env = launch_command(config, spec_path, port)
         with open(log_path, "a") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
             log.flush()
@@ -109,6 +116,7 @@ class DeepSpeedTrainer:
                 if proc.poll() is None:  # the controller is stopping: take the ranks with it
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+                release_shared_memory(port)
         if code != 0 or not result_path.exists():
             raise CutLoopError(
                 f"DeepSpeed training failed (exit {code}): {last_error(log_path)} (log: {log_path})"
@@ -161,11 +169,13 @@ def local_ranks(config: TrainConfig) -> int | None:
     return (ds.num_gpus or gpus) if gpus else ds.num_procs
 
 
-def launch_command(config: TrainConfig, spec: Path) -> tuple[list[str], dict[str, str]]:
+def launch_command(
+    config: TrainConfig, spec: Path, port: int | None = None
+) -> tuple[list[str], dict[str, str]]:
     """The launcher command line and environment that start the ranks on `spec`."""
     ds = config.deepspeed
     gpus = _gpu_count()
-    port = ds.master_port or _free_port()
+    port = port or ds.master_port or _free_port()
     env = {**os.environ, "CUTLOOP_CONTROLLER_PID": str(os.getpid())}
     # The ranks import cut_loop from this checkout, also when it is not installed.
     root = str(Path(cut_loop.__file__).resolve().parents[1])
@@ -192,6 +202,18 @@ def launch_command(config: TrainConfig, spec: Path) -> tuple[list[str], dict[str
             cmd += [f"--num_gpus={ranks}"]
         cmd += ["--no_local_rank", "--module"]
     return [*cmd, WORKER, "--spec", str(spec)], env
+
+
+SHM_DIR = Path("/dev/shm")
+
+
+def release_shared_memory(port: int) -> None:
+    """Remove the shared-memory all-reduce buffers the CPU ranks of the launch on `port` left.
+    DeepSpeed's CPU backend creates one per rank (/dev/shm/deepspeed_allreduce_buffer_<uid>_
+    <addr>_<port>_<rank>, ~66 MB each) and never unlinks them: RAM-backed, they piled up to
+    17 GB here over a day of runs, until vLLM could not find memory for its KV cache."""
+    for path in SHM_DIR.glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_*"):
+        path.unlink(missing_ok=True)
 
 
 def last_error(log_path: Path) -> str:

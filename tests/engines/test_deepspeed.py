@@ -78,9 +78,11 @@ def _losses(work_dir: Path) -> dict[int, float]:
 )
 def test_losses_and_weights_match_the_torch_trainer(tiny_model_dir, tmp_path, stage, lora):
     config = _config(stage, lora)
+    buffers = _shared_memory_buffers()
     ds = _trainer(DeepSpeedTrainer, config).train(
         TRIPLETS, tiny_model_dir, tmp_path / "ds", tmp_path / "ds-out"
     )
+    assert _shared_memory_buffers() <= buffers  # the ranks' all-reduce buffers are gone
     ref = _trainer(TorchTrainer, config).train(
         TRIPLETS, tiny_model_dir, tmp_path / "torch", tmp_path / "torch-out"
     )
@@ -114,6 +116,11 @@ def test_losses_and_weights_match_the_torch_trainer(tiny_model_dir, tmp_path, st
             )
 
 
+def _shared_memory_buffers() -> set[str]:
+    """DeepSpeed's CPU all-reduce buffers in /dev/shm (RAM), of any launch."""
+    return {p.name for p in Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")}
+
+
 def _assert_output_is_the_zero3_state(work_dir: Path, out_dir: Path) -> None:
     """The consolidated directory holds what the ranks' partitions held at the last step, read
     back independently with DeepSpeed's own consolidation of the final checkpoint."""
@@ -135,6 +142,7 @@ def test_sigkill_mid_round_then_resume_continues_from_the_saved_step(tiny_model_
     total = 50
     config = replace(_config(2), epochs=total // 2)
     work, out = tmp_path / "w", tmp_path / "out"
+    buffers = _shared_memory_buffers()
 
     controller = _controller(config, tiny_model_dir, work, out)
     _wait_for_rows(work, 3, controller)  # past checkpoint-2
@@ -161,6 +169,8 @@ def test_sigkill_mid_round_then_resume_continues_from_the_saved_step(tiny_model_
     assert not out.exists()
     result = _trainer(DeepSpeedTrainer, config).train(TRIPLETS, tiny_model_dir, work, out)
     assert result.steps == total and result.metrics["resumed_from"] == saved
+    # The killed controller's launch left its ranks' shared memory; the resume released it.
+    assert _shared_memory_buffers() <= buffers
     logged = [r["step"] for r in _rows(work)]
     assert logged[: _first_kill(logged)] == list(range(1, killed_at + 1))
     assert logged[-(total - saved) :] == list(range(saved + 1, total + 1))  # resumed at saved + 1
