@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import cut_loop
-from cut_loop.config import LossConfig, TrainConfig
+from cut_loop.config import DeepSpeedConfig, LossConfig, TrainConfig
 from cut_loop.errors import CutLoopError
 from cut_loop.generation.prompts import PromptTemplate
 from cut_loop.progress import stage_bar
@@ -160,13 +160,14 @@ def _gpu_count() -> int:
     return torch.cuda.device_count()
 
 
+def _ranks_per_node(ds: DeepSpeedConfig, gpus: int) -> int:
+    return (ds.num_gpus or gpus) if gpus else ds.num_procs
+
+
 def local_ranks(config: TrainConfig) -> int | None:
     """How many ranks a launch on this machine starts; None with a hostfile (many nodes)."""
     ds = config.deepspeed
-    if ds.hostfile:
-        return None
-    gpus = _gpu_count()
-    return (ds.num_gpus or gpus) if gpus else ds.num_procs
+    return None if ds.hostfile else _ranks_per_node(ds, _gpu_count())
 
 
 def launch_command(
@@ -180,10 +181,8 @@ def launch_command(
     # The ranks import cut_loop from this checkout, also when it is not installed.
     root = str(Path(cut_loop.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    if gpus:
-        ranks = ds.num_gpus or gpus
-    else:
-        ranks = ds.num_procs
+    ranks = _ranks_per_node(ds, gpus)
+    if not gpus:
         env["DS_ACCELERATOR"] = "cpu"
         # Neither launcher sets it; the default (all cores per rank) oversubscribes ~5x.
         env["OMP_NUM_THREADS"] = str(ds.omp_threads or max(1, (os.cpu_count() or 1) // ranks))

@@ -44,8 +44,6 @@ from cut_loop.training.factory import make_objective
 from cut_loop.training.plan import epoch_orders, fingerprint, step_counts, step_micro_batches
 from cut_loop.training.policy_files import check_plain_head, replace_dir, save_policy
 
-# Config fields that change the LM head's output; the losses apply the plain projection.
-
 
 class TorchTrainer:
     """`Trainer` backend for one process (CPU, or one GPU when CUDA is available)."""
