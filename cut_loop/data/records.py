@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -20,14 +20,28 @@ class Instruction:
     instruction: str
     input: str = ""
     reference: str | None = None  # the source's own answer, if it has one (RRHF can rank it)
+    # IFEval-style constraints the response must meet, {"id": ..., "args": {...}} each (see
+    # cut_loop/constraints); the text already asks for them. Left out of the hash: dicts are
+    # unhashable, and the id (a hash of the text) already tells constrained instructions apart.
+    constraints: tuple[dict[str, Any], ...] = field(default=(), hash=False)
 
     @classmethod
-    def make(cls, instruction: str, input: str = "", reference: str | None = None) -> Instruction:
-        return cls(instruction_id(instruction, input), instruction, input, reference)
+    def make(
+        cls,
+        instruction: str,
+        input: str = "",
+        reference: str | None = None,
+        constraints: tuple[dict[str, Any], ...] = (),
+    ) -> Instruction:
+        return cls(instruction_id(instruction, input), instruction, input, reference, constraints)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["constraints"] = list(d["constraints"])
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Instruction:
-        return cls(d["id"], d["instruction"], d.get("input", ""), d.get("reference"))
+        """Read what `to_dict` wrote; files of runs older than constraints have no such key."""
+        constraints = tuple(dict(c) for c in d.get("constraints") or ())
+        return cls(d["id"], d["instruction"], d.get("input", ""), d.get("reference"), constraints)

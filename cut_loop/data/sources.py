@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cut_loop.constraints.checks import CHECKS, problem_with
 from cut_loop.data.records import Instruction
 from cut_loop.errors import CutLoopError
 
@@ -34,7 +35,13 @@ def load_instructions(source: str) -> list[Instruction]:
     """Load instructions from `source`: "alpaca", "demo", or a .json/.jsonl/.parquet/.csv path.
 
     Rows need a non-empty string `instruction`; `input` (string or null) is optional, `output`
-    becomes `Instruction.reference`, other fields are ignored. Rows with the same content id are
+    becomes `Instruction.reference`, `constraints` (a list of {"id", "args"} with ids from
+    cut_loop/constraints/checks.py; JSON text in a CSV cell) becomes `Instruction.constraints`
+    (the instruction text should ask for them: it is used as written), other fields are ignored.
+    Rows of IFEval's input_data.jsonl (`prompt`, `instruction_id_list`, `kwargs`, no
+    `instruction`) become the prompt with the constraints among its instruction ids that
+    cut_loop checks (the others, e.g. sentence counts and languages, are dropped: the prompt
+    still asks for them, but no judge here verifies them). Rows with the same content id are
     kept once (the first wins) and the order of the source is preserved. Raises `CutLoopError`
     (one line, naming the file and line/row) for anything wrong with the source.
     """
@@ -152,6 +159,8 @@ def _to_instruction(where: str, row: Any) -> Instruction:
         raise CutLoopError(
             f"{where}: expected an object with an 'instruction', got {_type_name(row)}"
         )
+    if "instruction" not in row and "instruction_id_list" in row:
+        return _ifeval_instruction(where, row)
     if "instruction" not in row or row["instruction"] is None:
         raise CutLoopError(f"{where}: row has no 'instruction' field")
     instruction = row["instruction"]
@@ -171,9 +180,54 @@ def _to_instruction(where: str, row: Any) -> Instruction:
         raise CutLoopError(
             f"{where}: 'output' must be a string or null, got {_type_name(reference)}"
         )
+    constraints = _constraints(where, row.get("constraints"))
     # The text is kept exactly as written: the content id hashes it, so stripping here would give
     # the same instruction a different id than another file holding it.
-    return Instruction.make(instruction, input_text or "", reference or None)
+    return Instruction.make(instruction, input_text or "", reference or None, constraints)
+
+
+def _ifeval_instruction(where: str, row: dict[str, Any]) -> Instruction:
+    """A row of IFEval's input_data.jsonl: `prompt`, with `kwargs[i]` the args of
+    `instruction_id_list[i]` (IFEval's kwargs names are ours)."""
+    prompt, ids, kwargs = row.get("prompt"), row.get("instruction_id_list"), row.get("kwargs")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise CutLoopError(f"{where}: IFEval row needs a non-empty string 'prompt'")
+    if not isinstance(ids, list) or not isinstance(kwargs, list) or len(ids) != len(kwargs):
+        raise CutLoopError(
+            f"{where}: IFEval row needs 'instruction_id_list' and 'kwargs' lists of one length"
+        )
+    known = [{"id": i, "args": k} for i, k in zip(ids, kwargs, strict=True) if i in CHECKS]
+    return Instruction.make(prompt, "", None, _constraints(where, known))
+
+
+def _constraints(where: str, value: Any) -> tuple[dict[str, Any], ...]:
+    """A row's constraints, each checked by `problem_with` and normalized to {"id", "args"}."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):  # a CSV cell
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise CutLoopError(f"{where}: 'constraints' is not valid JSON ({exc.msg})") from exc
+    if not isinstance(value, list):
+        raise CutLoopError(
+            f"{where}: 'constraints' must be a list of objects with an 'id' and 'args', "
+            f"got {_type_name(value)}"
+        )
+    out = []
+    for constraint in value:
+        if isinstance(constraint, dict):
+            args = constraint.get("args") or {}
+            if isinstance(args, dict):
+                # Parquet gives every row's args each field seen in the column (null where
+                # absent), and so does the Hub copy of IFEval's kwargs.
+                args = {k: v for k, v in args.items() if v is not None}
+            constraint = {"id": constraint.get("id"), "args": args}
+        problem = problem_with(constraint)
+        if problem:
+            raise CutLoopError(f"{where}: {problem}")
+        out.append(constraint)
+    return tuple(out)
 
 
 def _dedupe(instructions: Iterable[Instruction]) -> list[Instruction]:

@@ -28,13 +28,16 @@ class Verdict(str, Enum):
 @dataclass(frozen=True)
 class JudgeItem:
     """One response to judge. `truncated` is True when generation stopped at the token limit
-    rather than at an end-of-sequence (the rules judge reports it; others may ignore it)."""
+    rather than at an end-of-sequence (the rules judge reports it; others may ignore it).
+    `constraints` are the instruction's IFEval-style constraints (`Instruction.constraints`),
+    which the constraints judge checks; others may ignore them."""
 
     id: str
     instruction: str
     input: str
     response: str
     truncated: bool = False
+    constraints: tuple[dict[str, Any], ...] = field(default=(), hash=False)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@
 2. `path/to/file.py:Name`: `Name` from that file;
 3. `module.path:Name`: `Name` from an importable module;
 4. a plain name: an entry point of group `cut_loop.judges` (this package declares its built-ins
-   there: openai, hf, reward-model, rules, and the composites all, chain, vote; plugins add
-   their own), else the same built-ins from a table in this file, so that a source checkout
-   that was never pip-installed still works.
+   there: openai, hf, reward-model, rules, constraints, and the composites all, chain, vote;
+   plugins add their own), else the same built-ins from a table in this file, so that a source
+   checkout that was never pip-installed still works.
 `Name` is a class or a factory callable; it is called with the options as keyword arguments,
 and what it returns must have a callable `judge` method. Every user mistake is one line.
 """
@@ -34,6 +34,7 @@ BUILTINS = {
     "hf": "cut_loop.judging.hf_judge:HFJudge",
     "reward-model": "cut_loop.judging.reward_model:RewardModelJudge",
     "rules": "cut_loop.judging.rules:RulesJudge",
+    "constraints": "cut_loop.judging.constraints:ConstraintsJudge",
     "all": "cut_loop.judging.composite:AllJudge",
     "chain": "cut_loop.judging.composite:ChainJudge",
     "vote": "cut_loop.judging.composite:VoteJudge",

@@ -267,3 +267,101 @@ def test_alpaca_offline_points_to_local_files(
     assert time.monotonic() - start < 10
     assert "tatsu-lab/alpaca" in message and "could not reach" in message
     assert "--instructions path/to/file.jsonl" in message and "--instructions demo" in message
+
+
+# --- constraints (cut_loop/constraints) ----------------------------------------------------
+
+NO_COMMA = {"id": "punctuation:no_comma", "args": {}}
+UNDER_50 = {
+    "id": "length_constraints:number_words",
+    "args": {"num_words": 50, "relation": "less than"},
+}
+# Two rows in the format of IFEval's input_data.jsonl (made-up prompts); the second also asks
+# for a language, which cut_loop does not check, so that constraint is dropped.
+IFEVAL_ROWS = [
+    {"key": 1000, "prompt": "Summarize the page without commas, in fewer than 50 words.",
+     "instruction_id_list": ["punctuation:no_comma", "length_constraints:number_words"],
+     "kwargs": [{}, {"relation": "less than", "num_words": 50}]},
+    {"key": 1001, "prompt": "Write a haiku in Spanish about snow, with a P.S.",
+     "instruction_id_list": ["language:response_language", "detectable_content:postscript"],
+     "kwargs": [{"language": "es"}, {"postscript_marker": "P.S."}]},
+]  # fmt: skip
+
+
+def test_rows_with_constraints_load_them(tmp_path: Path) -> None:
+    rows = [{"instruction": "Say hi. No commas.", "constraints": [NO_COMMA]},
+            {"instruction": "Say bye.", "constraints": [{"id": "punctuation:no_comma"}]},
+            {"instruction": "Say hello.", "constraints": []}]  # fmt: skip
+    loaded = load_instructions(str(write_jsonl(tmp_path / "rows.jsonl", rows)))
+    assert [x.constraints for x in loaded] == [(NO_COMMA,), (NO_COMMA,), ()]
+    assert loaded[0] == Instruction.make("Say hi. No commas.", constraints=(NO_COMMA,))
+
+
+def test_constraints_in_csv_cells_and_parquet_columns(tmp_path: Path) -> None:
+    rows = [{"instruction": "A", "constraints": json.dumps([NO_COMMA, UNDER_50])},
+            {"instruction": "B", "constraints": ""}]  # fmt: skip
+    csv_path = write_csv(tmp_path / "rows.csv", rows, ["instruction", "constraints"])
+    assert [x.constraints for x in load_instructions(str(csv_path))] == [(NO_COMMA, UNDER_50), ()]
+    # Arrow unites the args of all rows into one struct: absent fields come back as nulls
+    rows = [{"instruction": "A", "constraints": [NO_COMMA, UNDER_50]},
+            {"instruction": "B", "constraints": [{"id": "detectable_format:number_bullet_lists",
+                                                  "args": {"num_bullets": 3}}]}]  # fmt: skip
+    loaded = load_instructions(str(write_parquet(tmp_path / "rows.parquet", rows)))
+    assert [x.constraints for x in loaded] == [
+        (NO_COMMA, UNDER_50),
+        ({"id": "detectable_format:number_bullet_lists", "args": {"num_bullets": 3}},),
+    ]
+
+
+def test_ifeval_input_rows_load_with_the_constraints_cut_loop_checks(tmp_path: Path) -> None:
+    loaded = load_instructions(str(write_jsonl(tmp_path / "input_data.jsonl", IFEVAL_ROWS)))
+    assert loaded == [
+        Instruction.make(IFEVAL_ROWS[0]["prompt"], constraints=(NO_COMMA, UNDER_50)),
+        Instruction.make(IFEVAL_ROWS[1]["prompt"], constraints=(
+            {"id": "detectable_content:postscript", "args": {"postscript_marker": "P.S."}},)),
+    ]  # fmt: skip
+
+
+def test_ifeval_rows_from_the_hub_copy_with_null_kwargs(tmp_path: Path) -> None:
+    # google/IFEval on the Hub stores every kwargs field in every row, null where unused
+    hub_row = dict(IFEVAL_ROWS[0], kwargs=[{"num_words": None, "relation": None},
+                                           {"num_words": 50, "relation": "less than"}])  # fmt: skip
+    [loaded] = load_instructions(str(write_parquet(tmp_path / "ifeval.parquet", [hub_row])))
+    assert loaded.constraints == (NO_COMMA, UNDER_50)
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "problem"),
+    [
+        ({"instruction": "A", "constraints": [{"id": "no_such:check", "args": {}}]},
+         "unknown constraint id 'no_such:check' (known: length_constraints:number_words, "),
+        ({"instruction": "A", "constraints": [{"id": "length_constraints:number_words",
+                                               "args": {"num_words": 50}}]},
+         "constraint 'length_constraints:number_words': args num_words, expected num_words, "
+         "relation"),
+        ({"instruction": "A", "constraints": {"id": "punctuation:no_comma"}},
+         "'constraints' must be a list of objects with an 'id' and 'args', got dict"),
+        ({"instruction": "A", "constraints": ["punctuation:no_comma"]},
+         'a constraint must be an object {"id": '),
+        ({"prompt": "A", "instruction_id_list": ["punctuation:no_comma"], "kwargs": []},
+         "IFEval row needs 'instruction_id_list' and 'kwargs' lists of one length"),
+        ({"prompt": "", "instruction_id_list": [], "kwargs": []},
+         "IFEval row needs a non-empty string 'prompt'"),
+        ({"prompt": "A", "instruction_id_list": ["detectable_format:number_bullet_lists"],
+          "kwargs": [{"num_bullets": "3"}]},
+         "constraint 'detectable_format:number_bullet_lists': num_bullets must be a whole "
+         "number >= 0, got '3'"),
+    ],
+)  # fmt: skip
+def test_bad_constraints_name_the_line_and_the_id(
+    tmp_path: Path, bad_row: object, problem: str
+) -> None:
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"instruction": "ok"}, bad_row])
+    message = load_error(path)
+    assert message.startswith(f"{path}:2: {problem}")
+
+
+def test_bad_constraints_in_a_csv_cell(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "rows.csv", [{"instruction": "A", "constraints": "[{"}],
+                     ["instruction", "constraints"])  # fmt: skip
+    assert load_error(path).startswith(f"{path}:2: 'constraints' is not valid JSON (")
