@@ -66,7 +66,7 @@ def run(
         "model": model,
         "data.instructions": instructions,
         "data.per_round": per_round,
-        "data.eval_size": eval_size,
+        "eval.size": eval_size,
         "judge.name": judge,
         "loss.name": loss,
         "generation.backend": generator,
@@ -134,6 +134,42 @@ def train(
         raise typer.Exit(130) from None
 
 
+@app.command("eval")
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    judge: Annotated[
+        str, typer.Option(help="The judge to score with: a name, rubric.yaml or module:Name.")
+    ],
+    generate: Annotated[
+        bool,
+        typer.Option(help="Answer the held-out set again with every round's policy first."),
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A judge option (--set model=gpt-4o), or with --generate a decoding field"
+            " (--set eval.temperature=0.7).",
+        ),
+    ] = None,
+) -> None:
+    """Score a run's held-out answers (every round) with another judge, beside the training
+    record in RUN/evals/<judge>/; cached, so a re-run is free."""
+    try:
+        _quiet_libraries()
+        from cut_loop.evaluation.rescore import rescore
+        from cut_loop.metrics import summary_table
+        from cut_loop.progress import table_console
+
+        out, rows = rescore(run_dir, judge, set_ or [], generate=generate)
+        table_console().print(summary_table(rows, title=str(out)))
+    except CutLoopError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        typer.echo("interrupted: re-run the same command to resume", err=True)
+        raise typer.Exit(130) from None
+
+
 def _quiet_libraries() -> None:
     """Our own progress bars say what is happening; the libraries' per-file loading bars and
     advice warnings would bury them."""
@@ -155,12 +191,11 @@ def _quiet_libraries() -> None:
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """What a run has done, what is left, and its per-round metrics."""
-    from rich.console import Console
-
+    from cut_loop.progress import table_console
     from cut_loop.status import status_view
 
     try:
-        Console().print(status_view(run_dir))
+        table_console().print(status_view(run_dir))
     except CutLoopError as e:
         _fail(str(e))
 

@@ -26,8 +26,11 @@ class DataConfig:
     with cut_loop), or a JSON / JSONL / parquet / CSV file with `instruction` [+ `input`]."""
     per_round: int = 1000
     """Fresh instructions sampled each round (never one sampled in an earlier round)."""
-    eval_size: int = 64
-    """Held-out instructions, disjoint from all training samples, judged after every round."""
+    constraints: int = 0
+    """IFEval-style verifiable constraints ("answer in fewer than 50 words", "all lowercase")
+    attached to every instruction of the source: 0 none, else 1 to this many each, drawn from
+    the seed and the instruction (the same run always gets the same ones). The `constraints`
+    judge checks them and writes concrete critiques."""
 
 
 @dataclass
@@ -90,18 +93,44 @@ class JudgeConfig:
 
 
 @dataclass
+class EvalConfig:
+    """The held-out evaluation: answers of every round's policy to the same instructions,
+    scored by judges of its own, separate from the training judge."""
+
+    size: int = 64
+    """Held-out instructions, disjoint from all training samples, answered after every round."""
+    judges: list[Any] = field(default_factory=list)
+    """Eval judges, each a judge name (`constraints`, `rules`, a plugin, a rubric .yaml) or a
+    mapping `{name: openai, model: gpt-4o, ...}` with its options. Empty: the training judge.
+    The first one is the headline number."""
+    temperature: float = 0.0
+    """Decoding of the held-out answers: 0 is greedy, so rounds differ only by the policy."""
+    top_p: float = 1.0
+    max_new_tokens: int = 0
+    """Token limit of a held-out answer (0: generation.max_new_tokens)."""
+    bootstrap_resamples: int = 10_000
+    """Resamples of the paired bootstrap behind each round's difference from round 0."""
+
+
+@dataclass
 class LossConfig:
     name: str = "cut"
     """`cut` (Contrastive Unlikelihood Training: learns from critiques), `sft` (likelihood of
     the acceptable responses only), `rrhf` (ranks the responses to each instruction by judge
     score: needs a judge that returns scores), `dpo` (acceptable over criticised, or higher
-    score over lower, within each instruction: needs generation.samples_per_instruction >= 2)."""
+    score over lower, within each instruction: needs generation.samples_per_instruction >= 2),
+    `none` (no training: the policy passes through every round, the control arm)."""
     threshold: float = 1.1
     """CUT Misalign: tokens with p(y|judged)/p(y|plain) above this get the unlikelihood term."""
     weight_unlike: float = 1.0
     """CUT: weight of the unlikelihood term."""
     downsample: float = 0.25
     """CUT: positives kept per negative (random down-sampling before training)."""
+    truncated: str = "keep"
+    """CUT and SFT: how a response cut off at the token limit trains. `keep` (the paper: like
+    any other, without an end-of-sequence), `judged` (criticised: Align-N only, no Misalign
+    term; accepted: left out, so no plain-prompt likelihood ever rewards a cut-off ramble),
+    `drop` (left out)."""
     rrhf_weight: float = 1.0
     """RRHF: weight of the ranking loss against the SFT term on the best response (1 as
     published for the Wombat models; the RRHF code's default is 100)."""
@@ -196,6 +225,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -249,7 +279,8 @@ OPERATIONAL_FIELDS = {
 _CHOICES = {
     "generation.backend": {"auto", "hf", "vllm"},
     "generation.dtype": {"bfloat16", "float16", "float32"},
-    "loss.name": {"cut", "sft", "rrhf", "dpo"},
+    "loss.name": {"cut", "sft", "rrhf", "dpo", "none"},
+    "loss.truncated": {"keep", "judged", "drop"},
     "train.backend": {"auto", "torch", "deepspeed"},
     "train.deepspeed.launcher": {"deepspeed", "torchrun"},
     "train.deepspeed.zero_stage": {0, 1, 2, 3},
@@ -281,8 +312,20 @@ def _check(cfg: RunConfig) -> list[str]:
     for key in positive:
         if _get(cfg, key) < 1:
             errors.append(f"{key} must be >= 1")
-    if cfg.data.eval_size < 0:
-        errors.append("data.eval_size must be >= 0")
+    for key in ("eval.size", "eval.max_new_tokens", "data.constraints"):
+        if _get(cfg, key) < 0:
+            errors.append(f"{key} must be >= 0")
+    if cfg.eval.temperature < 0:
+        errors.append("eval.temperature must be >= 0")
+    if not 0 < cfg.eval.top_p <= 1:
+        errors.append("eval.top_p must be in (0, 1]")
+    if cfg.eval.bootstrap_resamples < 100:
+        errors.append("eval.bootstrap_resamples must be >= 100")
+    for i, spec in enumerate(cfg.eval.judges):
+        if not (isinstance(spec, str) and spec) and not (
+            isinstance(spec, dict) and isinstance(spec.get("name"), str)
+        ):
+            errors.append(f"eval.judges[{i}]: expected a judge name or a mapping with a `name`")
     if cfg.generation.temperature < 0:
         errors.append("generation.temperature must be >= 0")
     if not 0 < cfg.generation.top_p <= 1:
@@ -316,6 +359,10 @@ def _get(obj: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
     return obj
+
+
+# Keys that moved: a config written for an older cut_loop is told where, not just "unknown".
+_MOVED = {"data.eval_size": "eval.size"}
 
 
 # --- building from dicts ---------------------------------------------------------------------
@@ -374,6 +421,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str, errors: list[str]) -> A
                 kwargs[key] = coerced
         elif cls is JudgeConfig:
             extra[key] = value  # the judge's own options
+        elif full in _MOVED:
+            errors.append(f"{full!r} is now {_MOVED[full]!r}")
         else:
             errors.append(f"unknown key {full!r}")
     if cls is JudgeConfig:

@@ -19,15 +19,24 @@ from cut_loop.data.records import Instruction
 from cut_loop.data.sampling import choose_eval_set, sample_round, unused
 from cut_loop.data.sources import load_instructions
 from cut_loop.errors import CutLoopError
+from cut_loop.evaluation.heldout import (
+    EvalJudge,
+    judge_label,
+    load_eval_judges,
+    score,
+    start_verdicts,
+)
+from cut_loop.generation.base import SamplingParams
 from cut_loop.generation.factory import make_generator
 from cut_loop.generation.prompts import PromptTemplate, load_template
 from cut_loop.judging.base import Judge, Judgment
 from cut_loop.judging.registry import load_judge
-from cut_loop.metrics import summary_table, write_metrics
+from cut_loop.metrics import format_eval, summary_table, write_metrics
 from cut_loop.models import resolve_model
-from cut_loop.progress import console
+from cut_loop.offline import summarise_log
+from cut_loop.progress import table_console
 from cut_loop.rundir import RunDir, RunLock, atomic_write_jsonl, read_jsonl
-from cut_loop.stages import Response, generate_stage, judge_stage, judgment_counts
+from cut_loop.stages import Response, generate_stage, judge_stage
 from cut_loop.training.base import Trainer, Triplet
 from cut_loop.training.factory import make_trainer
 
@@ -41,9 +50,18 @@ class Loop:
         # Everything that can reject bad input runs before the run directory is touched.
         _check_against_saved(self.rd, cfg, force)
         self.pool = load_instructions(cfg.data.instructions)
+        if cfg.data.constraints:
+            from cut_loop.constraints.attach import attach_constraints
+
+            self.pool = attach_constraints(self.pool, cfg.seed, cfg.data.constraints)
         self.template: PromptTemplate = load_template(cfg.generation.template)
         self.judge: Judge = load_judge(
             cfg.judge.name, cfg.judge.options, cache=self.rd.root / "judge-cache.jsonl"
+        )
+        self.eval_judges = load_eval_judges(
+            cfg.eval.judges,
+            EvalJudge(judge_label(cfg.judge.name), self.judge),
+            self.rd.root / "eval",
         )
         self.trainer: Trainer = make_trainer(cfg, self.template)
 
@@ -72,10 +90,13 @@ class Loop:
                     write_metrics(rd)
                 rows = write_metrics(rd)
         finally:
-            close = getattr(self.judge, "close", None)  # optional: judges holding clients
-            if callable(close):
-                close()
-        console.print(summary_table(rows))
+            for judge in {
+                id(j): j for j in [self.judge, *(e.judge for e in self.eval_judges)]
+            }.values():
+                close = getattr(judge, "close", None)  # optional: judges holding clients
+                if callable(close):
+                    close()
+        table_console().print(summary_table(rows))
         return rows
 
     def _round(self, k: int, start_model: str) -> None:
@@ -83,15 +104,15 @@ class Loop:
         folder = self.rd.round_dir(k)
         self.rd.log(f"round {k}: starting from {start_model}")
         instructions = self._sample(k)
+        gen = self.cfg.generation
+        params = SamplingParams(
+            max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
+            n=gen.samples_per_instruction, seed=self.cfg.seed, stop=tuple(gen.stop),
+        )  # fmt: skip
         responses = self._generate(
-            folder,
-            instructions,
-            start_model,
-            f"round {k}",
-            f"round-{k}",
-            samples=self.cfg.generation.samples_per_instruction,
-            reference=self.cfg.generation.include_reference,
-        )
+            folder, instructions, start_model, params, f"round {k}", f"round-{k}",
+            reference=gen.include_reference,
+        )  # fmt: skip
         judgments = judge_stage(
             folder, responses, self.judge, self.cfg, f"round {k}",
             need_scores=self.cfg.loss.name == "rrhf",
@@ -105,7 +126,13 @@ class Loop:
             RunDir.mark_done(
                 folder,
                 "train",
-                {"steps": result.steps, "examples": result.examples, **result.metrics},
+                {
+                    "steps": result.steps,
+                    "examples": result.examples,
+                    **result.metrics,
+                    **step_means(folder / "train" / "log.jsonl"),
+                    **sample_stats(responses),
+                },
             )
         # The round's policy is saved and marked: the resumable trainer state (weights plus
         # optimizer, 3x the model) has no further use.
@@ -146,7 +173,7 @@ class Loop:
         path = self.rd.eval_instructions_path
         if path.exists():
             return [Instruction.from_dict(r) for r in read_jsonl(path)]
-        return choose_eval_set(self.pool, self.cfg.data.eval_size, self.cfg.seed)
+        return choose_eval_set(self.pool, self.cfg.eval.size, self.cfg.seed)
 
     def _check_enough_instructions(self, eval_set: list[Instruction]) -> None:
         """Refuse up front, before paying for anything, a plan the source cannot feed."""
@@ -169,42 +196,45 @@ class Loop:
         folder: Path,
         instructions: list[Instruction],
         model: str,
+        params: SamplingParams,
         label: str,
         seed_tag: str,
-        samples: int = 1,
         reference: bool = False,
     ) -> list[Response]:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model) if self.template.chat else None
         return generate_stage(
-            folder,
-            instructions,
-            self.cfg,
-            self.template,
-            tokenizer,
-            lambda: make_generator(self.cfg.generation, model),
-            label,
-            seed_tag,
-            samples,
-            reference,
-        )
+            folder, instructions, params, self.template, tokenizer,
+            lambda: make_generator(self.cfg.generation, model), label, seed_tag,
+            self.cfg.generation.shard_size, reference,
+        )  # fmt: skip
 
     def _evaluate(self, k: int, model: str, eval_set: list[Instruction]) -> None:
-        """Held-out acceptance of the policy after round k (k = 0: the starting model). The
-        sampling seed is the same every round, so rounds differ only by the policy."""
+        """The held-out answers of the policy after round k (k = 0: the starting model), scored
+        by every eval judge; each judge's row compares round k with round 0 on the same
+        instructions. Decoding is `eval:`'s (greedy by default) with the same seed every round,
+        so rounds differ only by the policy."""
         if not eval_set:
             return
         folder = self.rd.eval_dir(k)
         if RunDir.is_done(folder, "eval"):
             return
-        responses = self._generate(folder, eval_set, model, f"eval {k}", "eval")
-        judgments = judge_stage(folder, responses, self.judge, self.cfg, f"eval {k}")
-        counts = judgment_counts(judgments[r["id"]] for r in responses)
-        usage = (RunDir.done_info(folder, "judge") or {}).get("usage", {})
-        RunDir.mark_done(folder, "eval", {**counts, "usage": usage})
-        rate = counts["acceptance_rate"]
-        self.rd.log(f"eval after round {k}: acceptance {rate if rate is None else f'{rate:.3f}'}")
+        ev, gen = self.cfg.eval, self.cfg.generation
+        params = SamplingParams(
+            max_new_tokens=ev.max_new_tokens or gen.max_new_tokens, temperature=ev.temperature,
+            top_p=ev.top_p, seed=self.cfg.seed, stop=tuple(gen.stop),
+        )  # fmt: skip
+        responses = self._generate(folder, eval_set, model, params, f"eval {k}", "eval")
+        rows = []
+        for ej in self.eval_judges:
+            sub = folder / f"judge-{ej.label}"
+            start = (
+                start_verdicts(self.rd.eval_dir(0), self.rd.eval_dir(0) / sub.name) if k else None
+            )
+            rows.append(score(sub, responses, ej, self.cfg, start, f"eval {k} {ej.label}"))
+            self.rd.log(f"eval after round {k}: {format_eval(rows[-1])}")
+        RunDir.mark_done(folder, "eval", {"judges": rows})
 
 
 def build_triplets(responses: list[Response], judgments: dict[str, Judgment]) -> list[Triplet]:
@@ -229,6 +259,25 @@ def build_triplets(responses: list[Response], judgments: dict[str, Judgment]) ->
             )
         )
     return triplets
+
+
+def step_means(log: Path) -> dict[str, float]:
+    """Means over the round's optimizer steps of the loss and each component the objective
+    logs (CUT: align_loss, misalign_loss, flagged_token_fraction), as `mean_<name>`."""
+    return {f"mean_{k}": v["mean"] for k, v in summarise_log(log)["components"].items()}
+
+
+def sample_stats(responses: list[Response]) -> dict[str, float | None]:
+    """What the round's policy wrote, whatever the judge thought: mean length in tokens and
+    the share of answers that ended before the token limit."""
+    policy = [r for r in responses if r.get("source", "policy") == "policy"]
+    tokens = [r["num_tokens"] for r in policy if r.get("num_tokens") is not None]
+    return {
+        "sample_mean_tokens": sum(tokens) / len(tokens) if tokens else None,
+        "sample_finished_fraction": (
+            sum(bool(r["finished"]) for r in policy) / len(policy) if policy else None
+        ),
+    }
 
 
 def _check_against_saved(rd: RunDir, cfg: RunConfig, force: bool) -> None:

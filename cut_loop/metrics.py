@@ -17,7 +17,12 @@ def collect_metrics(rd: RunDir) -> list[dict[str, Any]]:
     for folder in evals:
         info = RunDir.done_info(folder, "eval")
         if info:
-            rows.append({"round": int(folder.name.split("-")[1]), "kind": "eval", **info})
+            k = int(folder.name.split("-")[1])
+            # One row per eval judge; a marker from before eval judges is one unlabelled row.
+            judged = info.get("judges", [{"judge": None, **info}])
+            rows += [
+                {"round": k, "kind": "eval", "finished": info["finished"], **j} for j in judged
+            ]
     for k in rd.iter_round_numbers():
         folder = rd.round_dir(k)
         judged = RunDir.done_info(folder, "judge")
@@ -41,31 +46,74 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return format(value, spec) if isinstance(value, float) else str(value)
 
 
+def _rate(row: dict[str, Any]) -> str:
+    """`0.531 (0.41-0.65)`: a rate with its 95% interval."""
+    if row.get("acceptance_rate") is None:
+        return "-"
+    ci = row.get("ci95")
+    return f"{row['acceptance_rate']:.3f}" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+
+
+def _delta(row: dict[str, Any]) -> str:
+    """`+0.062 (-0.05, +0.17)`: the paired difference from round 0 with its 95% interval."""
+    if row.get("delta_vs_start") is None:
+        return "-"
+    ci = row.get("delta_ci95")
+    return f"{row['delta_vs_start']:+.3f}" + (f" ({ci[0]:+.2f}, {ci[1]:+.2f})" if ci else "")
+
+
+def format_eval(row: dict[str, Any]) -> str:
+    """One eval row as one log line."""
+    tokens, finished = row.get("mean_response_tokens"), row.get("finished_fraction")
+    return (
+        f"{row.get('judge')}: acceptance {_rate(row)} of {row.get('n')}, vs round 0"
+        f" {_delta(row)}; {_fmt(tokens, '.1f')} tokens, finished {_fmt(finished)}"
+    )
+
+
 def summary_table(rows: list[dict[str, Any]], title: str = "cut_loop run") -> Table:
-    """Per round: what the judge thought of the round's samples, training, held-out eval."""
+    """Per round: what the training judge thought of the round's samples, training, and each
+    eval judge's held-out acceptance (95% Wilson interval) and paired difference from round 0
+    (95% bootstrap interval), with the held-out answers' length and finished share beside."""
     table = Table(title=title)
     # A paid judge's spend per round (rules and local judges report none: no column).
     paid = any((row.get("usage") or {}).get("cost_usd") for row in rows)
-    columns = ["round", "train acc.", "critiques", "steps", "last loss", "eval acc.", "eval score"]
+    judges = list(dict.fromkeys(r.get("judge") for r in rows if r["kind"] == "eval"))
+    columns = ["round", "train acc.", "critiques", "steps", "last loss"]
+    for label in judges:
+        name = label or "eval"
+        columns += [f"{name} acc. (95% CI)", f"{name} Δ vs 0 (95% CI)"]
+    columns += ["eval tokens", "eval finished"]
     for name in columns + (["judge $"] if paid else []):
         table.add_column(name, justify="right")
-    by_round: dict[int, dict[str, dict[str, Any]]] = {}
+    by_round: dict[int, dict[str, Any]] = {}
     for row in rows:
-        by_round.setdefault(row["round"], {})[row["kind"]] = row
+        slot = by_round.setdefault(row["round"], {"eval": {}})
+        if row["kind"] == "eval":
+            slot["eval"][row.get("judge")] = row
+        else:
+            slot[row["kind"]] = row
     for k in sorted(by_round):
         r = by_round[k]
-        judge, train, ev = r.get("judge", {}), r.get("train", {}), r.get("eval", {})
+        judge, train, evals = r.get("judge", {}), r.get("train", {}), r["eval"]
         cells = [
             str(k),
             _fmt(judge.get("acceptance_rate")),
             _fmt(judge.get("unacceptable")),
             _fmt(train.get("steps")),
             _fmt(train.get("loss"), ".4f"),
-            _fmt(ev.get("acceptance_rate")),
-            _fmt(ev.get("mean_score"), ".2f"),
+        ]
+        for label in judges:
+            ev = evals.get(label, {})
+            cells += [_rate(ev), _delta(ev)]
+        first = next(iter(evals.values()), {})
+        cells += [
+            _fmt(first.get("mean_response_tokens"), ".1f"),
+            _fmt(first.get("finished_fraction")),
         ]
         if paid:
-            cost = sum((x.get("usage") or {}).get("cost_usd", 0.0) for x in (judge, ev))
+            spent = [judge, *evals.values()]
+            cost = sum((x.get("usage") or {}).get("cost_usd", 0.0) for x in spent)
             cells.append(f"{cost:.2f}" if cost >= 1 else f"{cost:.4f}")  # cents matter
         table.add_row(*cells)
     return table

@@ -19,6 +19,14 @@ from rich.progress import (
 console = Console(stderr=True)
 
 
+def table_console() -> Console:
+    """Where result tables go (stdout). Piped into a file or another program there is no
+    terminal width to fit, and rich's default of 80 columns would cut the per-judge columns
+    short: a wide page instead."""
+    out = Console()
+    return out if out.is_terminal else Console(width=240)
+
+
 class _RateColumn(TextColumn):
     def __init__(self) -> None:
         super().__init__("")

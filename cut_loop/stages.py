@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +36,21 @@ def shard_seed(seed: int, tag: str, shard: int) -> int:
 def generate_stage(
     folder: Path,
     instructions: Sequence[Instruction],
-    cfg: RunConfig,
+    params: SamplingParams,
     template: PromptTemplate,
     tokenizer: Any,
     load_generator: Callable[[], Generator],
     label: str,
     seed_tag: str,
-    samples: int = 1,
+    shard_size: int,
     reference: bool = False,
 ) -> list[Response]:
-    """`samples` responses per instruction, written shard by shard to `folder/responses/`;
-    shard i samples with a seed derived from (run seed, `seed_tag`, i). The generator is loaded
-    only if a shard is missing. `reference`: each instruction's own answer, where it has one,
-    follows its samples as one more response (`source: reference`)."""
+    """`params.n` responses per instruction, written shard by shard to `folder/responses/`;
+    shard i samples with `params` and a seed derived from (`params.seed`, `seed_tag`, i). The
+    generator is loaded only if a shard is missing. `reference`: each instruction's own answer,
+    where it has one, follows its samples as one more response (`source: reference`)."""
     shard_dir = folder / "responses"
-    size = _shard_size(shard_dir, cfg.generation.shard_size)
+    size = _shard_size(shard_dir, shard_size)
     shards = [instructions[i : i + size] for i in range(0, len(instructions), size)]
     paths = [shard_dir / f"shard-{i:04d}.jsonl" for i in range(len(shards))]
     finished = RunDir.is_done(folder, "generate")
@@ -63,16 +64,9 @@ def generate_stage(
                     prompts = [
                         template.render(x.instruction, x.input, tokenizer) for x in shards[i]
                     ]
-                    params = SamplingParams(
-                        max_new_tokens=cfg.generation.max_new_tokens,
-                        temperature=cfg.generation.temperature,
-                        top_p=cfg.generation.top_p,
-                        n=samples,
-                        seed=shard_seed(cfg.seed, seed_tag, i),
-                        stop=tuple(cfg.generation.stop),
-                    )
-                    outs = generator.generate(prompts, params, on_batch=bar.advance)  # type: ignore[union-attr]
-                    rows = _response_rows(shards[i], outs, samples, reference)
+                    shard_params = replace(params, seed=shard_seed(params.seed, seed_tag, i))
+                    outs = generator.generate(prompts, shard_params, on_batch=bar.advance)  # type: ignore[union-attr]
+                    rows = _response_rows(shards[i], outs, params.n, reference)
                     atomic_write_jsonl(paths[i], rows)
         finally:
             if generator is not None:
@@ -105,7 +99,9 @@ def _response_rows(
     answer); `prompt_id` always names the instruction."""
     rows: list[Response] = []
     for x, completions in zip(shard, outs, strict=True):
-        common = {"prompt_id": x.id, "instruction": x.instruction, "input": x.input}
+        common: dict[str, Any] = {"prompt_id": x.id, "instruction": x.instruction, "input": x.input}
+        if x.constraints:  # what a `constraints` judge checks the answer against
+            common["constraints"] = list(x.constraints)
         for j, c in enumerate(completions):
             rows.append(
                 {
@@ -156,9 +152,12 @@ def judge_stage(
     ):
         for start in range(0, len(todo), batch):
             items = [
-                JudgeItem(r["id"], r["instruction"], r["input"], r["response"], not r["finished"])
+                JudgeItem(
+                    r["id"], r["instruction"], r["input"], r["response"], not r["finished"],
+                    tuple(r.get("constraints") or ()),
+                )
                 for r in todo[start : start + batch]
-            ]
+            ]  # fmt: skip
             results = judge.judge(items)
             _check_judge_output(items, results)
             for j in results:

@@ -61,7 +61,11 @@ def status_view(run_dir: Path) -> Group:
             "saved" if (rd.model_dir(k) / "config.json").exists() else "-",
             "done" if RunDir.is_done(rd.eval_dir(k), "eval") else "todo",
         )
-    return Group(table, summary_table(collect_metrics(rd), title="metrics"))
+    views = [table, summary_table(collect_metrics(rd), title="metrics")]
+    # Re-scorings by `cutloop eval`, each beside the training record.
+    for path in sorted((rd.root / "evals").glob("*/metrics.jsonl")):
+        views.append(summary_table(read_jsonl(path), title=f"cutloop eval: {path.parent.name}"))
+    return Group(*views)
 
 
 def _train_progress(folder: Path) -> str:

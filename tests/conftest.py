@@ -21,7 +21,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def cut_online_dir() -> Path:
-    """The CUT authors' released rounds (../shared beside the repo; tests may read them)."""
+    """The CUT authors' released rounds (../shared beside the repo; tests may read them). A
+    clone without ../shared skips the tests that read them, saying why; the product and every
+    other test never need that folder."""
     if not CUT_ONLINE.is_dir():
-        pytest.fail(f"{CUT_ONLINE} is missing: tests expect ../shared beside the repository")
+        pytest.skip(f"{CUT_ONLINE} is absent (the CUT release data lives in ../shared)")
     return CUT_ONLINE

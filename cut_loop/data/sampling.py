@@ -22,7 +22,7 @@ def choose_eval_set(pool: Sequence[Instruction], size: int, seed: int) -> list[I
     """The fixed held-out set; it is reserved, so no round ever trains on it."""
     if size > len(pool):
         raise CutLoopError(
-            f"data.eval_size={size} but the instruction source has only {len(pool)} instructions"
+            f"eval.size={size} but the instruction source has only {len(pool)} instructions"
         )
     return _rng(seed, "eval").sample(list(pool), size)
 

@@ -28,22 +28,27 @@ class CutObjective:
         weight_unlike: float,
         seed: int,
         chunk: int = 512,
+        truncated: str = "keep",
     ) -> None:
         self.template, self.max_length, self.downsample, self.seed = (
             template, max_length, downsample, seed,
         )  # fmt: skip
+        self.truncated = truncated
         self.threshold, self.weight_unlike, self.chunk = threshold, weight_unlike, chunk
 
     def build(
         self, triplets: Sequence[Triplet], tokenizer: Any, start_model: Path, work_dir: Path
     ) -> list[CutExample]:
         return build_examples(
-            triplets, self.template, tokenizer, self.max_length, self.downsample, self.seed
-        )
+            triplets, self.template, tokenizer, self.max_length, self.downsample, self.seed,
+            self.truncated,
+        )  # fmt: skip
 
     def counts(self, examples: Sequence[CutExample]) -> dict[str, int]:
-        negatives = sum(e.negative for e in examples)
-        return {"negatives": negatives, "positives": len(examples) - negatives}
+        negatives = sum(e.judged for e in examples)
+        counts = {"negatives": negatives, "positives": len(examples) - negatives}
+        align_n_only = sum(e.judged and not e.negative for e in examples)  # loss.truncated
+        return {**counts, "align_n_only": align_n_only} if align_n_only else counts
 
     def collate(self, examples: Sequence[CutExample], pad_id: int) -> dict[str, torch.Tensor]:
         return collate(examples, pad_id)

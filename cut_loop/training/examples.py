@@ -30,16 +30,19 @@ IGNORE = -100  # label of a position that carries no loss (prompt, padding)
 @dataclass(frozen=True)
 class CutExample:
     """Token ids and labels (same length; labels are IGNORE on prompt tokens, else equal to the
-    ids: the loss shifts them). `plain_*` is set for negatives only: the Misalign context."""
+    ids: the loss shifts them). `plain_*` is set for negatives only: the Misalign context
+    (absent for an Align-N-only example, see `TRUNCATED`)."""
 
     id: str
     input_ids: list[int]
     labels: list[int]
     plain_input_ids: list[int] | None = None
     plain_labels: list[int] | None = None
+    judged: bool = False  # the first context holds a critique (Align-N)
 
     @property
     def negative(self) -> bool:
+        """Has a Misalign partner (the plain context of a criticised response)."""
         return self.plain_input_ids is not None
 
 
@@ -107,6 +110,22 @@ def plain_sequence(
     return join_and_truncate(prompt, response_ids(tokenizer, triplet), max_length)
 
 
+# How a response cut off at the token limit trains (`loss.truncated`). Under the plain prompt
+# any likelihood term on a cut-off ramble (Align-P, or Misalign's unflagged tokens) teaches the
+# policy to ramble on: measured in the CPU demo, the paper's `keep` made answers longer every
+# round. `judged` trains them only where the critique is in the context.
+TRUNCATED = {
+    "keep": "as the paper: trained like any other response (without an end-of-sequence)",
+    "judged": "criticised: Align-N only (no Misalign term); accepted: left out",
+    "drop": "left out of training",
+}
+
+
+def plain_likelihood_allowed(triplet: Triplet, truncated: str) -> bool:
+    """Whether the plain-prompt likelihood of `triplet` may be trained under `truncated`."""
+    return not triplet.truncated or truncated == "keep"
+
+
 def build_examples(
     triplets: Sequence[Triplet],
     template: PromptTemplate,
@@ -114,11 +133,16 @@ def build_examples(
     max_length: int,
     downsample: float,
     seed: int,
+    truncated: str = "keep",
 ) -> list[CutExample]:
     """Down-sample positives (see `downsample_positives`), then tokenize each kept triplet
-    (the response as `response_ids` makes it, shared by both contexts of a negative)."""
+    (the response as `response_ids` makes it, shared by both contexts of a negative).
+    Cut-off responses train as `truncated` says (see `TRUNCATED`): with `judged`, a
+    criticised one is an Align-N example alone (its judged context, no Misalign partner)."""
     examples = []
     for t in downsample_positives(triplets, downsample, seed):
+        if t.truncated and (truncated == "drop" or (truncated == "judged" and t.judgment is None)):
+            continue
         response = response_ids(tokenizer, t)
         plain = encode_prompt(tokenizer, template.render(t.instruction, t.input, tokenizer))
         plain_ids, plain_labels = join_and_truncate(plain, response, max_length)
@@ -129,7 +153,12 @@ def build_examples(
         judged_ids, judged_labels = join_and_truncate(
             encode_prompt(tokenizer, judged_text), response, max_length
         )
-        examples.append(CutExample(t.id, judged_ids, judged_labels, plain_ids, plain_labels))
+        if not plain_likelihood_allowed(t, truncated):
+            examples.append(CutExample(t.id, judged_ids, judged_labels, judged=True))
+            continue
+        examples.append(
+            CutExample(t.id, judged_ids, judged_labels, plain_ids, plain_labels, judged=True)
+        )
     return examples
 
 

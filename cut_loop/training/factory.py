@@ -56,12 +56,12 @@ def make_objective(
 
         return CutObjective(
             template, train.max_length, loss.downsample, loss.threshold, loss.weight_unlike,
-            seed, chunk,
+            seed, chunk, loss.truncated,
         )  # fmt: skip
     if loss.name == "sft":
         from cut_loop.training.sft import SftObjective
 
-        return SftObjective(template, train.max_length, chunk)
+        return SftObjective(template, train.max_length, chunk, loss.truncated)
     if loss.name == "rrhf":
         from cut_loop.training.rrhf import RrhfObjective
 
@@ -75,4 +75,8 @@ def make_objective(
             template, train.max_length, loss.beta, device=device, bf16=train.bf16,
             batch_size=train.micro_batch_size, chunk=chunk,
         )  # fmt: skip
-    raise CutLoopError(f"loss.name={loss.name!r} is not one of cut, sft, rrhf, dpo")
+    if loss.name == "none":
+        from cut_loop.training.control import NoTraining
+
+        return NoTraining()
+    raise CutLoopError(f"loss.name={loss.name!r} is not one of cut, sft, rrhf, dpo, none")

@@ -14,7 +14,12 @@ import torch
 
 from cut_loop.generation.prompts import PromptTemplate
 from cut_loop.training.base import Triplet
-from cut_loop.training.examples import CutExample, collate, plain_sequence
+from cut_loop.training.examples import (
+    CutExample,
+    collate,
+    plain_likelihood_allowed,
+    plain_sequence,
+)
 from cut_loop.training.fused_cut import fused_cut_loss
 from cut_loop.training.logprobs import decoder_states
 
@@ -24,8 +29,11 @@ class SftObjective:
     of the micro-batch's acceptable responses (token mean, as CUT's Align term). No
     down-sampling: every acceptable response is kept, every criticised one dropped."""
 
-    def __init__(self, template: PromptTemplate, max_length: int, chunk: int = 512) -> None:
+    def __init__(
+        self, template: PromptTemplate, max_length: int, chunk: int = 512, truncated: str = "keep"
+    ) -> None:
         self.template, self.max_length, self.chunk = template, max_length, chunk
+        self.truncated = truncated  # `keep`: cut-off acceptable answers are trained on too
 
     def build(
         self, triplets: Sequence[Triplet], tokenizer: Any, start_model: Path, work_dir: Path
@@ -33,7 +41,7 @@ class SftObjective:
         return [
             CutExample(t.id, *plain_sequence(t, self.template, tokenizer, self.max_length))
             for t in triplets
-            if t.judgment is None
+            if t.judgment is None and plain_likelihood_allowed(t, self.truncated)
         ]
 
     def counts(self, examples: Sequence[CutExample]) -> dict[str, int]:

@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from cut_loop.config import GenerationConfig, RunConfig
+from cut_loop.config import GenerationConfig
 from cut_loop.data.sources import load_instructions
 from cut_loop.errors import CutLoopError
 from cut_loop.generation import factory
@@ -135,15 +135,12 @@ class TestEngine:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         template = load_template(template_name)
         instructions = load_instructions("demo")[:3]
-        cfg = RunConfig()
-        cfg.generation.max_new_tokens = 2
-        cfg.generation.shard_size = 2
         sent = {}
         for name, backend in (("hf", HFGenerator(str(model_dir))), ("vllm", engine)):
             recorder = Recorder(backend)
             generate_stage(
-                tmp_path / name, instructions, cfg, template, tokenizer, lambda r=recorder: r,
-                name, "parity",
+                tmp_path / name, instructions, SamplingParams(max_new_tokens=2), template,
+                tokenizer, lambda r=recorder: r, name, "parity", 2,
             )  # fmt: skip
             sent[name] = recorder
         expected = [template.render(x.instruction, x.input, tokenizer) for x in instructions]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from cut_loop.config import RunConfig
 from cut_loop.data.sources import load_instructions
 from cut_loop.generation.base import SamplingParams
 from cut_loop.generation.hf import HFGenerator
@@ -40,13 +39,10 @@ class Counting:
 
 
 def _stage(folder: Path, shard_size: int, generator: Counting) -> list[dict]:
-    cfg = RunConfig()
-    cfg.generation.max_new_tokens = 2
-    cfg.generation.shard_size = shard_size
     instructions = load_instructions("demo")[:5]
     return generate_stage(
-        folder, instructions, cfg, load_template("alpaca"), None, lambda: generator,
-        "round 1", "round-1",
+        folder, instructions, SamplingParams(max_new_tokens=2), load_template("alpaca"), None,
+        lambda: generator, "round 1", "round-1", shard_size,
     )  # fmt: skip
 
 

@@ -1,0 +1,116 @@
+"""The held-out evaluation in the loop: eval judges of its own, one row per round and judge
+with intervals and the paired difference from round 0; `cutloop eval` re-scores stored answers
+beside the training record, for free on a re-run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cut_loop.rundir import read_jsonl
+from tests.helpers.chat_server import ChatServer
+from tests.loop.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+
+FIXED = str(ROOT / "tests" / "helpers" / "fixed_judges.py")
+ROW_KEYS = {
+    "judge", "n", "acceptance_rate", "ci95", "delta_vs_start", "delta_ci95",
+    "mean_response_tokens", "finished_fraction",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def disagreeing_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """Trained on a judge that rejects everything, evaluated by one that accepts everything
+    and by the rules judge."""
+    run_dir = tmp_path_factory.mktemp("eval") / "run"
+    result = run_cli(
+        "run", "--run-dir", str(run_dir), "--model", str(tiny_model_dir),
+        "--instructions", "demo", "--per-round", "6", "--eval-size", "5",
+        "--max-new-tokens", "12", "--iterations", "2", "--judge", f"{FIXED}:RejectAll",
+        "--set", f"eval.judges=[{FIXED}:AcceptAll, rules]",
+        "--set", "generation.template=alpaca", "--set", "train.warmup_steps=1",
+        "--set", "train.micro_batch_size=2", "--set", "train.grad_accum=1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def test_eval_judges_score_apart_from_the_training_judge(disagreeing_run: Path) -> None:
+    rows = read_jsonl(disagreeing_run / "metrics.jsonl")
+    judged = [r for r in rows if r["kind"] == "judge"]
+    assert [r["acceptance_rate"] for r in judged] == [0.0, 0.0]  # the training judge
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [(r["round"], r["judge"]) for r in evals] == [
+        (k, j) for k in (0, 1, 2) for j in ("AcceptAll", "rules")
+    ]
+    for row in evals:
+        assert row.keys() >= ROW_KEYS and row["n"] == 5
+        lo, hi = row["ci95"]
+        assert 0 <= lo <= row["acceptance_rate"] <= hi <= 1
+    accept = [r for r in evals if r["judge"] == "AcceptAll"]
+    assert all(r["acceptance_rate"] == 1.0 for r in accept)
+    assert accept[0]["ci95"] == pytest.approx([0.5655, 1.0], abs=1e-4)  # Wilson, 5 of 5
+    assert all(r["delta_vs_start"] == 0.0 and r["delta_ci95"] == [0.0, 0.0] for r in accept)
+    # Greedy held-out answers: the same policy gives the same answers, so round 0 under the
+    # rules judge pairs with itself exactly.
+    rules0 = next(r for r in evals if r["judge"] == "rules" and r["round"] == 0)
+    assert rules0["delta_vs_start"] == 0.0
+    for k in (0, 1, 2):
+        folder = disagreeing_run / "eval" / f"round-{k:02d}"
+        assert (folder / "judge-AcceptAll" / "DONE.judge").is_file()
+        assert (folder / "judge-rules" / "DONE.judge").is_file()
+        assert not (folder / "judgments.jsonl").exists()
+
+
+def test_status_shows_every_eval_judge(disagreeing_run: Path) -> None:
+    result = run_cli("status", str(disagreeing_run))
+    assert result.returncode == 0, result.stderr
+    flat = " ".join(result.stdout.split())
+    assert "AcceptAll" in flat and "rules" in flat and "1.000" in flat
+
+
+def grade(body: dict) -> str:
+    prompt = body["messages"][-1]["content"]
+    score = 8 if len(prompt) % 2 else 3
+    return json.dumps({"score": score, "critique": "acceptable" if score > 5 else "Too vague."})
+
+
+def test_cutloop_eval_rescores_stored_answers_beside_the_record_and_for_free_again(
+    disagreeing_run: Path,
+) -> None:
+    before = {
+        p: p.read_bytes()
+        for p in disagreeing_run.rglob("*")
+        if p.is_file() and "evals" not in p.parts
+    }
+    args = ["eval", str(disagreeing_run), "--judge", "openai"]
+    env = {"OPENAI_API_KEY": "sk-test"}
+    with ChatServer(grade) as server:
+        sets = ["--set", f"base_url={server.base_url}", "--set", "model=local-judge"]
+        result = run_cli(*args, *sets, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        first = len(server.requests)
+    distinct = {
+        r["response"]
+        for k in (0, 1, 2)
+        for p in (disagreeing_run / "eval" / f"round-{k:02d}" / "responses").glob("*.jsonl")
+        for r in read_jsonl(p)
+    }
+    assert 1 <= first <= 15 and first >= len(distinct) > 0
+    out = disagreeing_run / "evals" / "openai-local-judge"
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["round"] for r in rows] == [0, 1, 2] and all(r.keys() >= ROW_KEYS for r in rows)
+    # The training record is untouched (byte for byte): everything went under evals/.
+    after = {p: p.read_bytes() for p in before}
+    assert after == before
+    with ChatServer(grade) as server:
+        again = run_cli(
+            *args, "--set", f"base_url={server.base_url}", "--set", "model=local-judge", env=env
+        )
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert server.requests == []
+    assert read_jsonl(out / "metrics.jsonl") == rows
