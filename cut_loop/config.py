@@ -110,6 +110,9 @@ class EvalConfig:
     """Token limit of a held-out answer (0: generation.max_new_tokens)."""
     bootstrap_resamples: int = 10_000
     """Resamples of the paired bootstrap behind each round's difference from round 0."""
+    drift: bool = True
+    """Also score round 0's held-out answers under each round's policy (one forward pass in
+    the controller): `logprob_change_vs_start`, how far the policy moved."""
 
 
 @dataclass
@@ -124,6 +127,10 @@ class LossConfig:
     """CUT Misalign: tokens with p(y|judged)/p(y|plain) above this get the unlikelihood term."""
     weight_unlike: float = 1.0
     """CUT: weight of the unlikelihood term."""
+    weight_like: float = 1.0
+    """CUT: weight of the ordinary likelihood a criticised response's unflagged tokens keep in
+    the Misalign term (1 in the paper). 0: a criticised response is never reinforced under the
+    plain prompt, only its flagged tokens are pushed down."""
     downsample: float = 0.25
     """CUT: positives kept per negative (random down-sampling before training)."""
     truncated: str = "keep"
@@ -332,7 +339,8 @@ def _check(cfg: RunConfig) -> list[str]:
         errors.append("generation.top_p must be in (0, 1]")
     if not 0 <= cfg.judge.max_failed_fraction <= 1:
         errors.append("judge.max_failed_fraction must be in [0, 1]")
-    for key in ("loss.downsample", "loss.weight_unlike", "loss.rrhf_weight", "train.max_steps"):
+    for key in ("loss.downsample", "loss.weight_unlike", "loss.weight_like", "loss.rrhf_weight",
+                "train.max_steps"):  # fmt: skip
         if _get(cfg, key) < 0:
             errors.append(f"{key} must be >= 0")
     if cfg.loss.beta <= 0:

@@ -4,6 +4,7 @@ same call both starts a run and resumes (or extends) one."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,14 @@ from cut_loop.data.records import Instruction
 from cut_loop.data.sampling import choose_eval_set, sample_round, unused
 from cut_loop.data.sources import load_instructions
 from cut_loop.errors import CutLoopError
+from cut_loop.evaluation.drift import mean_token_logprob
 from cut_loop.evaluation.heldout import (
     EvalJudge,
     judge_label,
     load_eval_judges,
     score,
     start_verdicts,
+    stored_responses,
 )
 from cut_loop.generation.base import SamplingParams
 from cut_loop.generation.factory import make_generator
@@ -35,7 +38,7 @@ from cut_loop.metrics import format_eval, summary_table, write_metrics
 from cut_loop.models import resolve_model
 from cut_loop.offline import summarise_log
 from cut_loop.progress import table_console
-from cut_loop.rundir import RunDir, RunLock, atomic_write_jsonl, read_jsonl
+from cut_loop.rundir import RunDir, RunLock, atomic_write_json, atomic_write_jsonl, read_jsonl
 from cut_loop.stages import Response, generate_stage, judge_stage
 from cut_loop.training.base import Trainer, Triplet
 from cut_loop.training.factory import make_trainer
@@ -226,15 +229,33 @@ class Loop:
             top_p=ev.top_p, seed=self.cfg.seed, stop=tuple(gen.stop),
         )  # fmt: skip
         responses = self._generate(folder, eval_set, model, params, f"eval {k}", "eval")
+        drift = self._drift(model, folder) if ev.drift else {}
         rows = []
         for ej in self.eval_judges:
             sub = folder / f"judge-{ej.label}"
-            start = (
-                start_verdicts(self.rd.eval_dir(0), self.rd.eval_dir(0) / sub.name) if k else None
-            )
+            start0 = self.rd.eval_dir(0)
+            start = start_verdicts(start0, start0 / sub.name) if k else None
             rows.append(score(sub, responses, ej, self.cfg, start, f"eval {k} {ej.label}"))
+            rows[-1].update(drift)
             self.rd.log(f"eval after round {k}: {format_eval(rows[-1])}")
         RunDir.mark_done(folder, "eval", {"judges": rows})
+
+    def _drift(self, model: str, folder: Path) -> dict[str, float | None]:
+        """The mean token log p of round 0's held-out answers under `model`, and its change
+        from the starting policy's (`evaluation/drift.py`)."""
+        logp = self._answers_logprob(folder, model)
+        start = self._answers_logprob(self.rd.eval_dir(0), resolve_model(self.cfg.model))
+        change = logp - start if logp is not None and start is not None else None
+        return {"start_answers_logprob": logp, "logprob_change_vs_start": change}
+
+    def _answers_logprob(self, folder: Path, model: str) -> float | None:
+        """Round 0's held-out answers scored by `model`, kept in `folder/drift.json`."""
+        path = folder / "drift.json"
+        if not path.exists():
+            answers = stored_responses(self.rd.eval_dir(0))
+            logp = mean_token_logprob(model, answers, self.template, self.cfg.train.max_length)
+            atomic_write_json(path, {"start_answers_logprob": logp})
+        return json.loads(path.read_text())["start_answers_logprob"]
 
 
 def build_triplets(responses: list[Response], judgments: dict[str, Judgment]) -> list[Triplet]:

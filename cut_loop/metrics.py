@@ -65,9 +65,11 @@ def _delta(row: dict[str, Any]) -> str:
 def format_eval(row: dict[str, Any]) -> str:
     """One eval row as one log line."""
     tokens, finished = row.get("mean_response_tokens"), row.get("finished_fraction")
+    drift = row.get("logprob_change_vs_start")
     return (
         f"{row.get('judge')}: acceptance {_rate(row)} of {row.get('n')}, vs round 0"
         f" {_delta(row)}; {_fmt(tokens, '.1f')} tokens, finished {_fmt(finished)}"
+        + (f", log p of round-0 answers {drift:+.3f}" if drift is not None else "")
     )
 
 
@@ -83,7 +85,7 @@ def summary_table(rows: list[dict[str, Any]], title: str = "cut_loop run") -> Ta
     for label in judges:
         name = label or "eval"
         columns += [f"{name} acc. (95% CI)", f"{name} Δ vs 0 (95% CI)"]
-    columns += ["eval tokens", "eval finished"]
+    columns += ["eval tokens", "eval finished", "Δ log p"]
     for name in columns + (["judge $"] if paid else []):
         table.add_column(name, justify="right")
     by_round: dict[int, dict[str, Any]] = {}
@@ -110,6 +112,7 @@ def summary_table(rows: list[dict[str, Any]], title: str = "cut_loop run") -> Ta
         cells += [
             _fmt(first.get("mean_response_tokens"), ".1f"),
             _fmt(first.get("finished_fraction")),
+            _fmt(first.get("logprob_change_vs_start"), "+.3f"),
         ]
         if paid:
             spent = [judge, *evals.values()]

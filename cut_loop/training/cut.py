@@ -29,11 +29,12 @@ class CutObjective:
         seed: int,
         chunk: int = 512,
         truncated: str = "keep",
+        weight_like: float = 1.0,
     ) -> None:
         self.template, self.max_length, self.downsample, self.seed = (
             template, max_length, downsample, seed,
         )  # fmt: skip
-        self.truncated = truncated
+        self.truncated, self.weight_like = truncated, weight_like
         self.threshold, self.weight_unlike, self.chunk = threshold, weight_unlike, chunk
 
     def build(
@@ -59,5 +60,5 @@ class CutObjective:
         hidden, labels, head = decoder_states(model, batch)
         return fused_cut_loss(
             hidden, labels, head.weight, head.bias, batch["neg_rows"],
-            self.threshold, self.weight_unlike, self.chunk,
+            self.threshold, self.weight_unlike, self.chunk, weight_like=self.weight_like,
         )  # fmt: skip

@@ -13,7 +13,11 @@ import torch
 
 
 def misalign_terms(
-    plain: torch.Tensor, judged: torch.Tensor, threshold: float, weight_unlike: float
+    plain: torch.Tensor,
+    judged: torch.Tensor,
+    threshold: float,
+    weight_unlike: float,
+    weight_like: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token Misalign loss l_t and the flags r_t > threshold, for (n,) log-probabilities
     of the same response tokens under the plain and the judged context (see `cut_loss`)."""
@@ -23,7 +27,8 @@ def misalign_terms(
     # the clamp only catches a log p rounded a hair above 0, i.e. p = 1.
     one_minus_p = (-torch.expm1(plain)).clamp(min=0)
     one_minus_p = torch.where(one_minus_p == 0, one_minus_p + 1e-5, one_minus_p)
-    return torch.where(flagged, -weight_unlike * torch.log(one_minus_p), -plain), flagged
+    unlike = -weight_unlike * torch.log(one_minus_p)
+    return torch.where(flagged, unlike, -weight_like * plain), flagged
 
 
 def cut_loss(
@@ -32,6 +37,7 @@ def cut_loss(
     neg_rows: torch.Tensor,
     threshold: float,
     weight_unlike: float,
+    weight_like: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float | None]]:
     """The CUT loss of one batch laid out as `examples.collate` makes it.
 
@@ -44,7 +50,7 @@ def cut_loss(
       L_align    = (1/|F|) sum_F -log p(y_t | ctx)                       (Align-P and Align-N)
       r_t        = p(y_t | judged) / p(y_t | plain)                      (no gradient)
       l_t        = -w log(1 - p(y_t | plain))  if r_t > threshold         (unlikelihood)
-                   -log p(y_t | plain)         otherwise
+                   -v log p(y_t | plain)       otherwise  (v = weight_like: 1 in the paper)
       L_misalign = (1/|U|) sum_U l_t
       L          = (L_align + L_misalign) / 2  if N > 0, else L_align
     A 1 - p of exactly 0 is nudged to 1e-5 before the log, as in the reference.
@@ -67,7 +73,7 @@ def cut_loss(
     judged = logp[neg_rows][mask[neg_rows]]
     if plain.shape != judged.shape:
         raise ValueError("a Misalign row and its judged row score different numbers of tokens")
-    per_token, flagged = misalign_terms(plain, judged, threshold, weight_unlike)
+    per_token, flagged = misalign_terms(plain, judged, threshold, weight_unlike, weight_like)
     misalign = mean(per_token)
     components["misalign_loss"] = misalign.item()
     components["flagged_token_fraction"] = mean(flagged.float()).item()

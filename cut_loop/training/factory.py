@@ -56,7 +56,7 @@ def make_objective(
 
         return CutObjective(
             template, train.max_length, loss.downsample, loss.threshold, loss.weight_unlike,
-            seed, chunk, loss.truncated,
+            seed, chunk, loss.truncated, loss.weight_like,
         )  # fmt: skip
     if loss.name == "sft":
         from cut_loop.training.sft import SftObjective

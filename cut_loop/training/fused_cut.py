@@ -38,6 +38,8 @@ def fused_cut_loss(
     threshold: float,
     weight_unlike: float,
     chunk: int = 512,
+    *,
+    weight_like: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float | None]]:
     """`cut_loss` of a collated batch straight from the decoder's hidden states.
 
@@ -49,8 +51,8 @@ def fused_cut_loss(
     mask = labels != IGNORE
     components: dict[str, float | None] = {}
     loss = _FusedCut.apply(
-        hidden[mask], weight, bias, labels, mask, neg_rows, threshold, weight_unlike, chunk,
-        components,
+        hidden[mask], weight, bias, labels, mask, neg_rows, threshold, weight_unlike, weight_like,
+        chunk, components,
     )  # fmt: skip
     return loss, components
 
@@ -58,8 +60,9 @@ def fused_cut_loss(
 class _FusedCut(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, selected, weight, bias, labels, mask, neg_rows, threshold, weight_unlike, chunk, out
-    ):
+        ctx, selected, weight, bias, labels, mask, neg_rows, threshold, weight_unlike,
+        weight_like, chunk, out,
+    ):  # fmt: skip
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         targets = labels[mask]
         n, n_neg = targets.numel(), neg_rows.numel()
@@ -94,7 +97,7 @@ class _FusedCut(torch.autograd.Function):
                     plain = lp[mis].detach().requires_grad_()
                     with torch.enable_grad():  # the derivative of l_t, by the formula itself
                         terms, _ = misalign_terms(
-                            plain, logp[partner[k[mis]]], threshold, weight_unlike
+                            plain, logp[partner[k[mis]]], threshold, weight_unlike, weight_like
                         )
                         (d,) = torch.autograd.grad(terms.sum(), plain)
                     g[mis] = d * misalign_scale
@@ -108,7 +111,7 @@ class _FusedCut(torch.autograd.Function):
                 if need_b:
                     grad_b += grad_logits.sum(0)
         full = logp.new_zeros(labels.shape).masked_scatter(mask, logp)
-        loss, components = cut_loss(full, mask, neg_rows, threshold, weight_unlike)
+        loss, components = cut_loss(full, mask, neg_rows, threshold, weight_unlike, weight_like)
         out.update(components)
         ctx.dtypes = (selected.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
@@ -120,4 +123,4 @@ class _FusedCut(torch.autograd.Function):
             None if g is None else (g * grad_loss).to(dtype)
             for g, dtype in zip(ctx.saved_tensors, ctx.dtypes, strict=True)
         ]
-        return (*grads, None, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None, None)

@@ -114,3 +114,39 @@ def test_cutloop_eval_rescores_stored_answers_beside_the_record_and_for_free_aga
         assert again.returncode == 0, again.stderr[-3000:]
         assert server.requests == []
     assert read_jsonl(out / "metrics.jsonl") == rows
+
+
+def test_constraints_loop_with_the_control_arm(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Constraints attached to the demo set, judged by the constraints judge, evaluated by it
+    and the rules judge, with `--loss none`: the policy passes through, so the greedy held-out
+    answers, verdicts and log-probabilities of round 1 are round 0's exactly (a zero paired
+    difference is what the control arm must show)."""
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "run", "--run-dir", str(run_dir), "--model", str(tiny_model_dir),
+        "--instructions", "demo", "--per-round", "6", "--eval-size", "6",
+        "--max-new-tokens", "10", "--iterations", "1", "--judge", "constraints",
+        "--loss", "none", "--set", "data.constraints=2",
+        "--set", "eval.judges=[constraints, rules]", "--set", "generation.template=alpaca",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    sample = read_jsonl(run_dir / "round-01" / "instructions.jsonl")
+    assert all(1 <= len(x["constraints"]) <= 2 for x in sample)
+    judged = read_jsonl(run_dir / "round-01" / "judgments.jsonl")
+    # A random tiny model meets almost none of them: concrete critiques, scores in [0, 1).
+    assert any(j["verdict"] == "unacceptable" and "the instruction asks" in j["critique"]
+               for j in judged)  # fmt: skip
+    assert all(0 <= j["score"] <= 1 for j in judged)
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [(r["round"], r["judge"]) for r in evals] == [
+        (0, "constraints"), (0, "rules"), (1, "constraints"), (1, "rules"),
+    ]  # fmt: skip
+    for r in evals:
+        assert r["delta_vs_start"] == 0.0 and r["delta_ci95"] == [0.0, 0.0]
+        # (the random tiny model's answers decode to little text: the drift may have no token)
+        assert r["start_answers_logprob"] == evals[0]["start_answers_logprob"]
+    train = next(r for r in rows if r["kind"] == "train")
+    assert train["steps"] == 0 and 0 <= train["sample_finished_fraction"] <= 1
+    assert train["sample_mean_tokens"] > 0
+    assert (run_dir / "round-01" / "model" / "config.json").is_file()

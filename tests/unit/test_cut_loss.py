@@ -241,3 +241,36 @@ def test_fused_head_with_a_frozen_head_and_without_negatives():
     (grad,) = torch.autograd.grad(loss, hidden)
     (expected_grad,) = torch.autograd.grad(expected, hidden)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_weight_like_scales_only_the_unflagged_misalign_tokens():
+    """The hand-worked batch above with loss.weight_like v: the flagged token keeps its
+    unlikelihood, the unflagged one's -ln(1/4) is scaled by v.
+    v = 0: Misalign = (0.5 ln(4/3) + 0) / 2 = 0.071921; CUT = (0.924196 + 0.071921) / 2
+    = 0.498059. v = 1 is the paper's loss (0.844632)."""
+    a, b = [LN2, 0.0, 0.0], [0.0, LN2, 0.0]
+    logits = torch.tensor([[b, a], [b, b], [a, a]], dtype=torch.float64)
+    labels = torch.tensor([[IGNORE, 0], [1, 2], [1, 2]])
+    logp, mask = token_logprobs(logits, labels)
+    for v, expected in ((0.0, 0.498059), (1.0, 0.844632)):
+        loss, parts = cut_loss(logp, mask, torch.tensor([1]), 1.1, 0.5, weight_like=v)
+        assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert parts["flagged_token_fraction"] == 0.5
+
+
+def test_fused_head_agrees_with_autograd_when_unflagged_tokens_carry_no_loss():
+    gen = torch.Generator().manual_seed(2)
+    batch = _random_batch(gen)
+    labels, neg_rows = batch["labels"][:, 1:], batch["neg_rows"]
+    hidden = torch.randn(*labels.shape, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(13, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    fused, _ = fused_cut_loss(hidden, labels, weight, None, neg_rows, 1.0, 1.0, 3, weight_like=0.0)
+    logp, mask = token_logprobs(hidden, labels, weight, None, chunk=3)
+    plain, _ = cut_loss(logp, mask, neg_rows, 1.0, 1.0, weight_like=0.0)
+    assert fused.item() == plain.item()
+    for a, b in zip(
+        torch.autograd.grad(fused, [hidden, weight]),
+        torch.autograd.grad(plain, [hidden, weight]),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -140,3 +140,35 @@ def test_collate_stacks_plain_contexts_of_negatives_after_the_first_contexts(tok
         assert batch["attention_mask"][row].sum() == len(ids)
         assert (batch["labels"][row, len(ids) :] == IGNORE).all()
         assert (batch["input_ids"][row, len(ids) :] == tokenizer.pad_token_id).all()
+
+
+def test_loss_truncated_decides_how_cut_off_responses_train(tokenizer):
+    """`keep` trains cut-off answers like any other; `judged` keeps a criticised one as an
+    Align-N example alone (judged context, no Misalign partner) and drops an accepted one;
+    `drop` leaves both out. Finished answers are untouched by the choice."""
+    triplets = [
+        _triplet(0, None, truncated=True),
+        _triplet(1, "Cut off.", truncated=True),
+        _triplet(2, None),
+        _triplet(3, "Wrong."),
+    ]
+
+    def kinds(policy: str) -> dict[str, tuple[bool, bool]]:
+        built = build_examples(triplets, ALPACA, tokenizer, 512, 1.0, 0, truncated=policy)
+        return {e.id: (e.judged, e.negative) for e in built}
+
+    assert kinds("keep") == {
+        "0": (False, False), "1": (True, True), "2": (False, False), "3": (True, True),
+    }  # fmt: skip
+    assert kinds("judged") == {"1": (True, False), "2": (False, False), "3": (True, True)}
+    assert kinds("drop") == {"2": (False, False), "3": (True, True)}
+    (align_n,) = [
+        e for e in build_examples(triplets, ALPACA, tokenizer, 512, 1.0, 0, truncated="judged")
+        if e.id == "1"
+    ]  # fmt: skip
+    judged = ALPACA.render_judged(triplets[1].instruction, "", "Cut off.")
+    assert align_n.input_ids[: len(encode_prompt(tokenizer, judged))] == encode_prompt(
+        tokenizer, judged
+    )
+    batch = collate([align_n], tokenizer.eos_token_id)
+    assert batch["input_ids"].shape[0] == 1 and batch["neg_rows"].numel() == 0
