@@ -32,7 +32,7 @@ from cut_loop.evaluation.heldout import (
 from cut_loop.generation.base import SamplingParams
 from cut_loop.generation.factory import make_generator
 from cut_loop.generation.prompts import PromptTemplate, load_template
-from cut_loop.judging.base import Judge, Judgment
+from cut_loop.judging.base import Judge, Judgment, close_judge
 from cut_loop.judging.registry import load_judge
 from cut_loop.metrics import format_eval, summary_table, write_metrics
 from cut_loop.models import resolve_model
@@ -96,9 +96,7 @@ class Loop:
             for judge in {
                 id(j): j for j in [self.judge, *(e.judge for e in self.eval_judges)]
             }.values():
-                close = getattr(judge, "close", None)  # optional: judges holding clients
-                if callable(close):
-                    close()
+                close_judge(judge)
         table_console().print(summary_table(rows))
         return rows
 

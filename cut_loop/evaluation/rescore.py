@@ -25,6 +25,7 @@ from cut_loop.evaluation.heldout import (
     stored_responses,
 )
 from cut_loop.generation.base import SamplingParams
+from cut_loop.judging.base import close_judge
 from cut_loop.rundir import RunDir, RunLock, atomic_write_jsonl, read_jsonl
 
 _DECODING = ("temperature", "top_p", "max_new_tokens", "bootstrap_resamples")
@@ -91,9 +92,7 @@ def rescore(
                 rows.append({"round": k, "kind": "eval", **row})
             atomic_write_jsonl(out / "metrics.jsonl", rows)
     finally:
-        close = getattr(judge, "close", None)
-        if callable(close):
-            close()
+        close_judge(judge)
     return out, rows
 
 

@@ -112,3 +112,10 @@ def usage_totals(judgments: Iterable[Judgment]) -> dict[str, float]:
         for key, value in j.usage.items():
             totals[key] = totals.get(key, 0) + value
     return totals
+
+
+def close_judge(judge: Judge) -> None:
+    """Call a judge's optional `close()` (judges holding clients or models have one)."""
+    close = getattr(judge, "close", None)
+    if callable(close):
+        close()
