@@ -152,17 +152,25 @@ def eval_(
             " (--set eval.temperature=0.7).",
         ),
     ] = None,
+    pairwise: Annotated[
+        str | None,
+        typer.Option(
+            help="Win rate against a reference answer instead: 'start' (round 0's) or"
+            " 'output' (the source's own); each pair asked in both orders.",
+        ),
+    ] = None,
 ) -> None:
     """Score a run's held-out answers (every round) with another judge, beside the training
     record in RUN/evals/<judge>/; cached, so a re-run is free."""
     try:
         _quiet_libraries()
         from cut_loop.evaluation.rescore import rescore
-        from cut_loop.metrics import summary_table
+        from cut_loop.metrics import pairwise_table, summary_table
         from cut_loop.progress import table_console
 
-        out, rows = rescore(run_dir, judge, set_ or [], generate=generate)
-        table_console().print(summary_table(rows, title=str(out)))
+        out, rows = rescore(run_dir, judge, set_ or [], generate=generate, pairwise=pairwise)
+        table = pairwise_table if pairwise else summary_table
+        table_console().print(table(rows, title=str(out)))
     except CutLoopError as e:
         _fail(str(e))
     except KeyboardInterrupt:

@@ -120,3 +120,26 @@ def summary_table(rows: list[dict[str, Any]], title: str = "cut_loop run") -> Ta
             cells.append(f"{cost:.2f}" if cost >= 1 else f"{cost:.4f}")  # cents matter
         table.add_row(*cells)
     return table
+
+
+def pairwise_table(rows: list[dict[str, Any]], title: str = "win rates") -> Table:
+    """Per round: the win rate against the reference with its 95% bootstrap interval, the
+    wins / ties / losses over both orders, how often the two orders agreed, and both lengths."""
+    table = Table(title=title)
+    columns = ["round", "vs", "win rate (95% CI)", "wins", "ties", "losses", "consistent",
+               "chars", "ref. chars", "tokens"]  # fmt: skip
+    for name in columns:
+        table.add_column(name, justify="right")
+    for row in rows:
+        ci = row.get("ci95")
+        rate = _fmt(row.get("win_rate"))
+        table.add_row(
+            str(row["round"]), str(row["reference"]),
+            f"{rate} ({ci[0]:.2f}-{ci[1]:.2f})" if ci else rate,
+            _fmt(row.get("wins")), _fmt(row.get("ties")), _fmt(row.get("losses")),
+            _fmt(row.get("position_consistency"), ".2f"),
+            _fmt(row.get("mean_response_chars"), ".0f"),
+            _fmt(row.get("reference_mean_chars"), ".0f"),
+            _fmt(row.get("mean_response_tokens"), ".1f"),
+        )  # fmt: skip
+    return table

@@ -6,6 +6,10 @@ round a judge folder (`round-KK/judgments.jsonl`, `DONE.judge`), the judge's own
 free once done (a finished round is read back, a paid answer is in the cache), so a re-run
 costs nothing. `--generate` first answers the held-out set again with every round's policy,
 under the decoding given with `--set eval.<field>=...`, into `round-KK/responses/`.
+
+`--pairwise start|output` asks a comparing judge (openai) which of two answers is better
+instead, every round's answer against round 0's or the source's own (evaluation/pairwise.py),
+into `RUN/evals/<label>-vs-<reference>/`, one win-rate row per round.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from cut_loop.evaluation.heldout import (
     start_verdicts,
     stored_responses,
 )
+from cut_loop.evaluation.pairwise import compare_stage, pairs_for, reference_answers, win_row
 from cut_loop.generation.base import SamplingParams
 from cut_loop.judging.base import close_judge
 from cut_loop.rundir import RunDir, RunLock, atomic_write_jsonl, read_jsonl
@@ -49,12 +54,21 @@ def split_sets(sets: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def rescore(
-    run_dir: Path, spec: str, sets: list[str], generate: bool = False
+    run_dir: Path,
+    spec: str,
+    sets: list[str],
+    generate: bool = False,
+    pairwise: str | None = None,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Score every finished held-out round of `run_dir` with judge `spec`; returns the output
-    folder and its rows (round 0 first, each paired with round 0 as the loop's rows are)."""
+    folder and its rows (round 0 first, each paired with round 0 as the loop's rows are).
+    With `pairwise`, win rates against that reference instead (see `compare_rounds`)."""
     from cut_loop.judging.registry import load_judge
 
+    if pairwise is not None:
+        if generate:
+            raise CutLoopError("--pairwise compares the stored answers: run --generate apart")
+        return compare_rounds(run_dir, spec, sets, pairwise)
     rd = RunDir(run_dir)
     if not rd.config_path.exists():
         raise CutLoopError(f"{run_dir}: not a cut_loop run directory (no config.yaml)")
@@ -90,6 +104,52 @@ def rescore(
                 start = start_verdicts(start_answers, out / "round-00") if k else None
                 row = score(folder, responses, ej, cfg, start, f"eval {k} {label}")
                 rows.append({"round": k, "kind": "eval", **row})
+            atomic_write_jsonl(out / "metrics.jsonl", rows)
+    finally:
+        close_judge(judge)
+    return out, rows
+
+
+def compare_rounds(
+    run_dir: Path, spec: str, sets: list[str], reference: str
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Every finished held-out round's answers against `reference` ("start": round 0's, which
+    round 0 itself is not compared with; "output": the source's own answers), each pair in both
+    orders, by judge `spec`; rows of `win_row`, one per round, in `<label>-vs-<reference>/`."""
+    from cut_loop.judging.registry import load_judge
+
+    rd = RunDir(run_dir)
+    if not rd.config_path.exists():
+        raise CutLoopError(f"{run_dir}: not a cut_loop run directory (no config.yaml)")
+    cfg = config_from_dict(load_yaml(rd.config_path), source=str(rd.config_path))
+    decoding, options = split_sets(sets)
+    if decoding:
+        raise CutLoopError("--set eval.<decoding>: --pairwise compares the stored answers")
+    rounds = [k for k in _eval_rounds(rd) if RunDir.is_done(rd.eval_dir(k), "generate")]
+    if not rounds or rounds[0] != 0:
+        raise CutLoopError(f"{run_dir}: no finished held-out answers of round 0 to compare with")
+    references = reference_answers(
+        reference, rd.eval_instructions_path, stored_responses(rd.eval_dir(0))
+    )
+    if reference == "start":
+        rounds = rounds[1:]
+    label = judge_label({"name": spec, **options})
+    out = rd.root / "evals" / f"{label}-vs-{reference}"
+    judge = load_judge(spec, options, cache=out / "judge-cache.jsonl")
+    rows: list[dict[str, Any]] = []
+    try:
+        with RunLock(out):
+            for k in rounds:
+                folder = out / f"round-{k:02d}"
+                responses = stored_responses(rd.eval_dir(k))
+                pairs = pairs_for(responses, references)
+                judgments = compare_stage(folder, pairs, judge, f"{k} vs {reference}")
+                row = win_row(
+                    label, reference, responses, references, judgments, cfg.seed,
+                    cfg.eval.bootstrap_resamples,
+                )  # fmt: skip
+                usage = (RunDir.done_info(folder, "judge") or {}).get("usage", {})
+                rows.append({"round": k, "kind": "pairwise", **row, "usage": usage})
             atomic_write_jsonl(out / "metrics.jsonl", rows)
     finally:
         close_judge(judge)

@@ -43,11 +43,25 @@ def paired_delta(
     if not before:
         return None
     diff = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
-    mean = float(diff.mean())
-    if np.all(diff == diff[0]):  # the bootstrap distribution is a point
+    return mean_interval(diff, seed, resamples, confidence)
+
+
+def mean_interval(
+    values: Sequence[float] | np.ndarray,
+    seed: int,
+    resamples: int = 10_000,
+    confidence: float = Z95,
+) -> tuple[float, tuple[float, float]] | None:
+    """The mean of `values` and its seeded percentile-bootstrap interval (e.g. a win rate whose
+    items score 0, 0.5 or 1, where a binomial interval does not apply). None when empty."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return None
+    mean = float(x.mean())
+    if np.all(x == x[0]):  # the bootstrap distribution is a point
         return mean, (mean, mean)
     result = stats.bootstrap(
-        (diff,),
+        (x,),
         np.mean,
         n_resamples=resamples,
         confidence_level=confidence,

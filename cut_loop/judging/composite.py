@@ -106,9 +106,10 @@ class _Composite:
 
 
 class AllJudge(_Composite):
-    """Every member judges every item. Unacceptable if any member says so (the first such
-    member's critique, in member order); else failed if any member failed; else acceptable
-    (the last member's judgment, so its score)."""
+    """Every member judges every item. Unacceptable if any member says so, with the critiques
+    of every rejecting member joined in member order (CUT learns from each flaw named, and a
+    cheap check's critique must not hide what another member found); else failed if any
+    member failed; else acceptable (the last member's judgment, so its score)."""
 
     kind = "all"
 
@@ -116,8 +117,12 @@ class AllJudge(_Composite):
         answers = [ask(member, items) for member in self.members]
         out = []
         for per_item in zip(*answers, strict=True):
-            decision = next((j for j in per_item if j.verdict is Verdict.UNACCEPTABLE), None)
-            decision = decision or next((j for j in per_item if j.failed), per_item[-1])
+            rejections = [j for j in per_item if j.verdict is Verdict.UNACCEPTABLE]
+            if rejections:
+                critique = " ".join(j.critique.strip() for j in rejections if j.critique)
+                decision = replace(rejections[0], critique=critique)
+            else:
+                decision = next((j for j in per_item if j.failed), per_item[-1])
             out.append(merged(decision, per_item))
         return out
 

@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,16 @@ import openai
 from cut_loop.errors import CutLoopError
 from cut_loop.judging.base import JudgeItem, Judgment
 from cut_loop.judging.loop_thread import LoopThread
+from cut_loop.judging.pairwise import PairItem, load_pair_rubric, preference_from_answer
 from cut_loop.judging.pricing import Budget, BudgetReached, table_price
 from cut_loop.judging.retry import FATAL_STATUS, backoff_delay, retry_after_seconds, retryable
 from cut_loop.judging.rubric import judgment_from_answer, load_rubric
 from cut_loop.rundir import JsonlAppender, read_jsonl
 
 OPENAI_URL = "https://api.openai.com/v1"
+
+# Reads a judgment out of the model's answer text (None: unreadable, re-ask).
+Reader = Callable[[str, str, dict[str, float]], Judgment | None]
 
 
 class OpenAIJudge:
@@ -54,7 +58,8 @@ class OpenAIJudge:
     `max_requests` / `max_cost_usd` (None: no limit; requests of this judge object, retries and
     re-asks included, and their estimated USD cost); `price_prompt` / `price_completion` (USD
     per 1K tokens; default: pricing.PRICES_PER_1K by model name, else unknown, which is fine
-    unless `max_cost_usd` is set).
+    unless `max_cost_usd` is set); `pairwise_rubric` ("default": judges/pairwise/<name>.yaml or a
+    path; the prompt of `compare`, for `cutloop eval --pairwise`).
 
     `stats` counts, since construction: requests, retries, reasks, cache_hits, failed items,
     budget_reached (items failed by a budget, no request sent), prompt_tokens,
@@ -81,6 +86,7 @@ class OpenAIJudge:
         max_cost_usd: float | None = None,
         price_prompt: float | None = None,
         price_completion: float | None = None,
+        pairwise_rubric: str = "default",
     ) -> None:
         if concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise ValueError("need concurrency >= 1, max_retries >= 0 and timeout > 0")
@@ -108,6 +114,7 @@ class OpenAIJudge:
         self.timeout = float(timeout)
         self.max_retries = max_retries
         self.rubric = load_rubric(rubric)
+        self.pairwise_rubric = load_pair_rubric(pairwise_rubric)
         self.acceptable_score = float(acceptable_score)
         self.cache_path = Path(cache) if cache else None
         self.temperature = float(temperature)
@@ -180,25 +187,67 @@ class OpenAIJudge:
                  self.temperature, item.instruction, item.input, item.response]  # fmt: skip
         return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
+    def compare(self, pairs: Sequence[PairItem]) -> list[Judgment]:
+        """Which of two outputs the model prefers, one judgment per pair in order (score 1.0:
+        `first`; see judging/pairwise.py), with the rubric `pairwise_rubric`. Cached, budgeted
+        and retried exactly as `judge` is."""
+        return self._runner.run(self._compare_all(list(pairs)))
+
+    def pair_key(self, pair: PairItem) -> str:
+        rubric = self.pairwise_rubric.fingerprint
+        parts = ["pairwise", self.model, self.base_url, rubric, self.temperature,
+                 pair.instruction, pair.input, pair.first, pair.second]  # fmt: skip
+        return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
+
     async def _judge_all(self, items: list[JudgeItem]) -> list[Judgment]:
+        def read(id: str, text: str, usage: dict[str, float]) -> Judgment | None:
+            return judgment_from_answer(id, text, self.acceptable_score, usage)
+
+        return await self._answer_all(
+            [self.cache_key(it) for it in items], [it.id for it in items],
+            [self.rubric.messages(it) for it in items], self.rubric.reask, read,
+            "the judge's answer has no score 1-10 (twice)",
+        )  # fmt: skip
+
+    async def _compare_all(self, pairs: list[PairItem]) -> list[Judgment]:
+        def read(id: str, text: str, usage: dict[str, float]) -> Judgment | None:
+            return preference_from_answer(id, text, usage)
+
+        rubric = self.pairwise_rubric
+        return await self._answer_all(
+            [self.pair_key(p) for p in pairs], [p.id for p in pairs],
+            [rubric.messages(p) for p in pairs], rubric.reask, read,
+            "the judge's answer names neither output (twice)",
+        )  # fmt: skip
+
+    async def _answer_all(
+        self,
+        keys: list[str],
+        ids: list[str],
+        prompts: list[list[dict[str, str]]],
+        reask: str,
+        read: Reader,
+        unread: str,
+    ) -> list[Judgment]:
+        """One judgment per prompt: from the cache when its key was answered before, else asked
+        (concurrently, each appended to the cache the moment it arrives)."""
         cached: dict[str, dict[str, Any]] = {}
         if self.cache_path is not None:
             cached = {row["key"]: row["judgment"] for row in read_jsonl(self.cache_path)}
-        keys = [self.cache_key(it) for it in items]
-        todo = {k: it for k, it in zip(keys, items, strict=True) if k not in cached}
+        todo = {k: (id, m) for k, id, m in zip(keys, ids, prompts, strict=True) if k not in cached}
         fresh: dict[str, Judgment] = {}
         client = self._get_client() if todo else None  # no key needed when all are cached
         appender = JsonlAppender(self.cache_path) if self.cache_path and todo else None
         semaphore = asyncio.Semaphore(self.concurrency)
 
-        async def one(key: str, item: JudgeItem) -> None:
+        async def one(key: str, id: str, messages: list[dict[str, str]]) -> None:
             async with semaphore:
-                judgment = await self._judge_one(client, item)
+                judgment = await self._ask(client, id, messages, reask, read, unread)
             fresh[key] = judgment
             if appender is not None and not judgment.failed:
                 appender.append({"key": key, "judgment": judgment.to_dict()})
 
-        tasks = [asyncio.ensure_future(one(k, it)) for k, it in todo.items()]
+        tasks = [asyncio.ensure_future(one(k, *todo[k])) for k in todo]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -210,43 +259,49 @@ class OpenAIJudge:
             if appender is not None:
                 appender.close()
         out = []
-        for key, item in zip(keys, items, strict=True):
+        for key, id in zip(keys, ids, strict=True):
             if key in cached:  # paid for before: costs nothing now
                 self.stats["cache_hits"] += 1
-                hit = {**cached[key], "id": item.id, "usage": {"cache_hits": 1}}
+                hit = {**cached[key], "id": id, "usage": {"cache_hits": 1}}
                 out.append(Judgment.from_dict(hit))
             else:
-                out.append(replace(fresh[key], id=item.id))  # duplicates share one request
+                out.append(replace(fresh[key], id=id))  # duplicates share one request
         self.stats["failed"] += sum(j.failed for j in out)
         return out
 
-    async def _judge_one(self, client: Any, item: JudgeItem) -> Judgment:
+    async def _ask(
+        self,
+        client: Any,
+        id: str,
+        messages: list[dict[str, str]],
+        reask: str,
+        read: Reader,
+        unread: str,
+    ) -> Judgment:
+        """Ask once; if `read` finds no judgment in the answer, re-ask once, then fail."""
         usage: dict[str, float] = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
         if self.budget.price is not None:
             usage["cost_usd"] = 0.0
-        messages = self.rubric.messages(item)
         try:
             text, error = await self._complete(client, messages, usage)
             if text is None:
-                return Judgment.fail(item.id, error or "no answer", usage=usage)
-            verdict = judgment_from_answer(item.id, text, self.acceptable_score, usage)
+                return Judgment.fail(id, error or "no answer", usage=usage)
+            verdict = read(id, text, usage)
             if verdict is not None:
                 return verdict
             self.stats["reasks"] += 1
-            messages += [{"role": "assistant", "content": text},
-                         {"role": "user", "content": self.rubric.reask}]  # fmt: skip
+            messages = [*messages, {"role": "assistant", "content": text},
+                        {"role": "user", "content": reask}]  # fmt: skip
             again, error = await self._complete(client, messages, usage)
         except BudgetReached as e:
             self.stats["budget_reached"] += 1
-            return Judgment.fail(item.id, str(e), usage=usage)
+            return Judgment.fail(id, str(e), usage=usage)
         if again is None:
-            return Judgment.fail(item.id, f"re-ask: {error}", raw=text, usage=usage)
-        verdict = judgment_from_answer(item.id, again, self.acceptable_score, usage)
+            return Judgment.fail(id, f"re-ask: {error}", raw=text, usage=usage)
+        verdict = read(id, again, usage)
         if verdict is not None:
             return verdict
-        return Judgment.fail(
-            item.id, "the judge's answer has no score 1-10 (twice)", raw=again, usage=usage
-        )
+        return Judgment.fail(id, unread, raw=again, usage=usage)
 
     async def _complete(
         self, client: Any, messages: list[dict[str, str]], usage: dict[str, float]

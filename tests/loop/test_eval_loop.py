@@ -5,11 +5,12 @@ beside the training record, for free on a re-run."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from cut_loop.rundir import read_jsonl
+from cut_loop.rundir import atomic_write_jsonl, read_jsonl
 from tests.helpers.chat_server import ChatServer
 from tests.loop.conftest import ROOT, run_cli
 
@@ -150,3 +151,86 @@ def test_constraints_loop_with_the_control_arm(tmp_path: Path, tiny_model_dir: P
     assert train["steps"] == 0 and 0 <= train["sample_finished_fraction"] <= 1
     assert train["sample_mean_tokens"] > 0
     assert (run_dir / "round-01" / "model" / "config.json").is_file()
+
+
+def shown(prompt: str) -> tuple[str, str]:
+    """(Output (a), Output (b)) of a pairwise prompt."""
+    a = prompt.split("### Output (a):\n", 1)[1].split("\n\n### Output (b):\n", 1)[0]
+    b = prompt.split("### Output (b):\n", 1)[1].split("\n\nWhich output is better?", 1)[0]
+    return a.strip(), b.strip()
+
+
+def longer_wins(body: dict) -> str:
+    """A pairwise judge with a known taste: the longer output wins, a tie goes to (a)."""
+    a, b = shown(body["messages"][-1]["content"])
+    return "**Output (b)**" if len(b) > len(a) else "Output (a)"
+
+
+# Held-out answers of known lengths per round (instruction i of 5): round 1 wins 3, ties 1,
+# loses 1 against round 0 under `longer_wins`; round 2 ties 1 and loses 4.
+LENGTHS = {0: [2, 3, 4, 5, 6], 1: [4, 3, 1, 6, 9], 2: [2, 2, 2, 2, 2]}
+
+
+@pytest.fixture
+def answered_run(disagreeing_run: Path, tmp_path: Path) -> Path:
+    """A copy of the run whose held-out answers are replaced by distinct texts of LENGTHS (the
+    tiny random model's answers decode to nothing, which would make every pair a tie)."""
+    run = tmp_path / "run"
+    shutil.copytree(disagreeing_run, run, ignore=shutil.ignore_patterns("evals", "model"))
+    for k, lengths in LENGTHS.items():
+        [path] = (run / "eval" / f"round-{k:02d}" / "responses").glob("*.jsonl")
+        rows = read_jsonl(path)
+        for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
+            row["response"] = (f"{k}{i}" + "z" * n)[: max(n, 2)]
+        atomic_write_jsonl(path, rows)
+    return run
+
+
+def test_pairwise_win_rate_against_round_0_asks_both_orders_and_is_free_again(
+    answered_run: Path,
+) -> None:
+    args = ["eval", str(answered_run), "--judge", "openai", "--pairwise", "start"]
+    env = {"OPENAI_API_KEY": "sk-test"}
+    with ChatServer(longer_wins) as server:
+        sets = ["--set", f"base_url={server.base_url}", "--set", "model=local-judge"]
+        result = run_cli(*args, *sets, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        asked = [shown(r.body["messages"][-1]["content"]) for r in server.requests]
+    answers = {
+        k: [r["response"] for r in read_jsonl(next((answered_run / "eval" / f"round-{k:02d}"
+            / "responses").glob("*.jsonl")))]
+        for k in LENGTHS
+    }  # fmt: skip
+    out = answered_run / "evals" / "openai-local-judge-vs-start" / "metrics.jsonl"
+    rows = read_jsonl(out)
+    assert [r["round"] for r in rows] == [1, 2]  # round 0 is the reference itself
+    one, two = rows
+    assert one["n"] == 5 and one["win_rate"] == pytest.approx(3.5 / 5)
+    assert (one["wins"], one["ties"], one["losses"]) == (3, 1, 1)
+    assert one["position_consistency"] == pytest.approx(0.8)
+    assert two["win_rate"] == pytest.approx(0.5 / 5) and two["ties"] == 1
+    for row in rows:
+        lo, hi = row["ci95"]
+        assert 0 <= lo <= row["win_rate"] <= hi <= 1
+        assert row["reference_mean_chars"] == pytest.approx(sum(map(len, answers[0])) / 5)
+    assert one["mean_response_chars"] == pytest.approx(sum(map(len, answers[1])) / 5)
+    # Every pair was asked once in each order, and nothing else.
+    expected = [
+        pair for k in (1, 2) for now, ref in zip(answers[k], answers[0], strict=True)
+        for pair in ((now, ref), (ref, now))
+    ]  # fmt: skip
+    assert sorted(asked) == sorted(expected)
+    assert "win rate" in " ".join(result.stdout.split())
+    with ChatServer(longer_wins) as server:
+        sets = ["--set", f"base_url={server.base_url}", "--set", "model=local-judge"]
+        again = run_cli(*args, *sets, env=env)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert server.requests == []
+    assert read_jsonl(out) == rows
+
+
+def test_pairwise_needs_a_judge_that_compares_and_a_reference(disagreeing_run: Path) -> None:
+    rules = run_cli("eval", str(disagreeing_run), "--judge", "rules", "--pairwise", "start")
+    assert rules.returncode != 0 and "cannot compare two answers" in rules.stderr
+    no_ref = run_cli("eval", str(disagreeing_run), "--judge", "openai", "--pairwise", "output")
+    assert no_ref.returncode != 0 and "carry no reference output" in no_ref.stderr

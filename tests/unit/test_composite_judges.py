@@ -102,7 +102,7 @@ def test_chain_stops_an_item_at_the_first_rejection_or_failure():
     assert [j.usage.get("prompt_tokens") for j in out] == [111, 1, 1, 11]  # summed
 
 
-def test_all_rejects_if_any_member_rejects_first_critique_wins():
+def test_all_rejects_if_any_member_rejects_with_every_critique_joined():
     a = Fixed("first", {"1": "a", "2": "u", "3": "f", "4": "f", "5": "a"})
     b = Fixed("second", {"1": "a", "2": "u", "3": "u", "4": "a", "5": "u"})
     out = AllJudge(judges=[a, b]).judge(items("1", "2", "3", "4", "5"))
@@ -111,7 +111,7 @@ def test_all_rejects_if_any_member_rejects_first_critique_wins():
         "acceptable", "unacceptable", "unacceptable", "failed", "unacceptable",
     ]  # fmt: skip
     assert out[0].raw == "second"  # acceptable: the last member's judgment
-    assert out[1].critique == "first says no."  # the first critique in member order
+    assert out[1].critique == "first says no. second says no."  # joined, in member order
     assert out[2].critique == "second says no."  # a rejection outranks a failure
     assert out[3].error == "first broke"
 

@@ -377,3 +377,27 @@ def test_rubric_substitutes_only_its_placeholders():
     user = rubric.messages(item)[1]["content"]
     assert 'He wrote {"score": 1} and {instruction}.' in user and "Say {input}" in user
     assert '{"score": <integer from 1 to 10>' in user  # the JSON example survives as written
+
+
+def test_compare_reads_preferences_reasks_once_and_caches_apart_from_judgments(
+    make_judge, server, tmp_path
+):
+    from cut_loop.judging.pairwise import PairItem
+
+    cache = tmp_path / "cache.jsonl"
+    server.script(Reply("Output (b)"), Reply("Both are fine."), Reply("Output (a)"))
+    judge = make_judge(cache=cache, concurrency=1)
+    pairs = [PairItem("p|ab", "Capital of France?", "", "Paris.", "Lyon."),
+             PairItem("p|ba", "Capital of France?", "", "Lyon.", "Paris.")]  # fmt: skip
+    ab, ba = judge.compare(pairs)
+    assert (ab.id, ab.score, ab.verdict) == ("p|ab", 0.0, Verdict.UNACCEPTABLE)
+    assert (ba.id, ba.score, ba.verdict) == ("p|ba", 1.0, Verdict.ACCEPTABLE)
+    assert judge.stats["reasks"] == 1 and len(server.requests) == 3
+    assert server.requests[2].body["messages"][-1]["content"] == judge.pairwise_rubric.reask
+    assert "### Output (a):\nParis." in server.requests[0].body["messages"][1]["content"]
+    # Cached per pair: asked again, nothing is sent; the same texts as a scored item are not
+    # answered from the pairwise cache.
+    again = make_judge(cache=cache)
+    assert [j.score for j in again.compare(pairs)] == [0.0, 1.0] and len(server.requests) == 3
+    again.judge(items("Paris."))
+    assert len(server.requests) == 4
