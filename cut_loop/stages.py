@@ -19,7 +19,14 @@ from cut_loop.data.records import Instruction
 from cut_loop.errors import CutLoopError
 from cut_loop.generation.base import Completion, Generator, SamplingParams
 from cut_loop.generation.prompts import PromptTemplate
-from cut_loop.judging.base import BUDGET_REACHED, Judge, JudgeItem, Judgment, usage_totals
+from cut_loop.judging.base import (
+    BUDGET_REACHED,
+    Judge,
+    JudgeItem,
+    Judgment,
+    checked_judgments,
+    usage_totals,
+)
 from cut_loop.progress import stage_bar
 from cut_loop.rundir import JsonlAppender, RunDir, atomic_write_jsonl, read_jsonl
 
@@ -158,8 +165,7 @@ def judge_stage(
                 )
                 for r in todo[start : start + batch]
             ]  # fmt: skip
-            results = judge.judge(items)
-            _check_judge_output(items, results)
+            results = checked_judgments(judge, items, judge.judge(items))
             for j in results:
                 log.append(j.to_dict())
                 judgments[j.id] = j
@@ -198,15 +204,6 @@ def _released(judge: Judge) -> Iterator[None]:
         release = getattr(judge, "release", None)
         if callable(release):
             release()
-
-
-def _check_judge_output(items: Sequence[JudgeItem], results: Sequence[Judgment]) -> None:
-    got = [j.id for j in results]
-    if got != [i.id for i in items] or not all(isinstance(j, Judgment) for j in results):
-        raise CutLoopError(
-            f"the judge returned {len(results)} judgments for {len(items)} items, or out of order;"
-            " a judge must return one Judgment per item, in order, with the item's id"
-        )
 
 
 def judgment_counts(judgments: Any) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
+from cut_loop.errors import CutLoopError
+
 # A failed judgment whose error starts with this was never sent: the judge's request or spend
 # budget ran out. The loop stops the round on it (whatever max_failed_fraction allows); any
 # judge, a plugin too, may use it for the same effect.
@@ -112,6 +114,34 @@ def usage_totals(judgments: Iterable[Judgment]) -> dict[str, float]:
         for key, value in j.usage.items():
             totals[key] = totals.get(key, 0) + value
     return totals
+
+
+def checked_judgments(judge: object, items: Sequence[Any], out: object) -> list[Judgment]:
+    """`out`, what `judge.judge(items)` returned, if it keeps the contract: a list of
+    `Judgment`s with `Verdict` verdicts, one per item, in order, with the items' ids. Else one
+    line naming the judge and what it returned (a plugin's dicts, strings or None included)."""
+    name = type(judge).__name__
+    if not isinstance(out, (list, tuple)):
+        raise CutLoopError(f"judge {name} returned {_shown(out)}, not a list of Judgment")
+    for j in out:
+        if not isinstance(j, Judgment):
+            raise CutLoopError(f"judge {name} returned {_shown(j)} where a Judgment belongs")
+        if not isinstance(j.verdict, Verdict):
+            raise CutLoopError(
+                f"judge {name} returned a Judgment whose verdict is {_shown(j.verdict)}; use"
+                " Judgment.accept / reject / fail (or a Verdict member)"
+            )
+    if [j.id for j in out] != [i.id for i in items]:
+        raise CutLoopError(
+            f"judge {name} returned {len(out)} judgments for {len(items)} items, or out of"
+            " order; a judge must return one Judgment per item, in order, with the item's id"
+        )
+    return list(out)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return f"a {type(value).__name__} ({text[:60]}{'...' if len(text) > 60 else ''})"
 
 
 def close_judge(judge: Judge) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cut_loop.errors import CutLoopError
-from cut_loop.judging.base import Judge, JudgeItem, Judgment, Verdict
+from cut_loop.judging.base import Judge, JudgeItem, Judgment, Verdict, checked_judgments
 
 Member = dict[str, Any] | Judge
 
@@ -64,15 +64,7 @@ def build_members(kind: str, judges: Sequence[Member], cache: str | Path | None)
 def ask(member: Judge, items: Sequence[JudgeItem]) -> list[Judgment]:
     """`member.judge(items)`, checked against the protocol (a composite cannot line up
     answers that come back short or out of order)."""
-    if not items:
-        return []
-    out = member.judge(items)
-    if [j.id for j in out] != [i.id for i in items]:
-        raise CutLoopError(
-            f"judge {type(member).__name__} returned {len(out)} judgments for {len(items)} "
-            "items, or out of order; a judge must return one Judgment per item, in order"
-        )
-    return out
+    return checked_judgments(member, items, member.judge(items)) if items else []
 
 
 def merged(decision: Judgment, judged: Sequence[Judgment]) -> Judgment:

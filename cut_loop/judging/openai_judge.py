@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from cut_loop.errors import CutLoopError
 from cut_loop.judging.base import JudgeItem, Judgment
@@ -338,6 +339,10 @@ class OpenAIJudge:
                 error = f"connection error: {_one_line(str(e.__cause__ or e))}"
             except (json.JSONDecodeError, openai.APIResponseValidationError):
                 error = "the server's reply is not a chat completion"
+            if resp is not None and not isinstance(resp, ChatCompletion):
+                # A 200 that is not JSON at all (a proxy's HTML page): the client hands back
+                # the body as a string. Retryable, like any garbled reply.
+                resp, error = None, "the server's reply is not a chat completion"
             tokens = (0, 0)
             if resp is not None and resp.usage is not None:
                 tokens = (resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0)

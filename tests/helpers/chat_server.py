@@ -15,7 +15,8 @@ Behaviours (strings or `Reply`):
 - "429": HTTP 429 with `Retry-After: <retry_after>` seconds;
 - any other three-digit code ("500", "400", "401"): that status with an OpenAI-style error body;
 - "slow": sleeps `delay` seconds before answering normally (past the client's timeout);
-- "garbage": HTTP 200 with a body that is not JSON;
+- "garbage": HTTP 200 with a body that is not JSON (but says it is);
+- "html": HTTP 200 with an HTML page as text/html (a proxy's error page);
 - "empty": HTTP 200 with `"choices": []`;
 - "drop": closes the socket without writing a response;
 - Reply(content="..."): HTTP 200 whose assistant message is exactly `content`.
@@ -156,10 +157,13 @@ class ChatServer:
                     with server._lock:
                         server._in_flight -= 1
 
-            def _send(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self, status: int, obj: Any, headers: dict[str, str] | None = None,
+                content_type: str = "application/json",
+            ) -> None:  # fmt: skip
                 data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -195,6 +199,9 @@ class ChatServer:
             h._send(int(behaviour), err)
         elif behaviour == "garbage":
             h._send(200, b"<html>502 Bad Gateway from some proxy</html>")
+        elif behaviour == "html":
+            page = b"<html><body>502 Bad Gateway</body></html>"
+            h._send(200, page, content_type="text/html")
         elif behaviour == "empty":
             h._send(200, {**self._completion(body, ""), "choices": []})
         elif behaviour == "drop":

@@ -194,3 +194,31 @@ def test_member_objects_are_used_as_given(tmp_path: Path):
     a = Fixed("a", {"x": "a"})
     judge = load_judge("vote", {"judges": [a]}, cache=tmp_path / "c.jsonl")
     assert judge.members == [a] and judge.judge(items("x"))[0].acceptable
+
+
+class Returns:
+    """A plugin judge that returns `value` whatever it is asked."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def judge(self, items: Sequence[JudgeItem]) -> object:
+        return self.value
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, r"judge Returns returned a NoneType \(None\), not a list of Judgment"),
+        (
+            [{"id": "x", "verdict": "acceptable"}],
+            r"returned a dict \(\{'id': 'x'.*where a Judgment",
+        ),
+        (["acceptable"], r"returned a str \('acceptable'\) where a Judgment belongs"),
+        ([Judgment("x", "acceptable")], r"verdict is a str \('acceptable'\); use Judgment.accept"),
+        ([Judgment.accept("y")], r"returned 1 judgments for 1 items, or out of order"),
+    ],
+)
+def test_a_plugin_breaking_the_contract_gets_one_line_naming_it(value, message) -> None:
+    with pytest.raises(CutLoopError, match=message):
+        AllJudge(judges=[Returns(value)]).judge(items("x"))

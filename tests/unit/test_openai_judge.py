@@ -139,11 +139,11 @@ def test_gives_up_after_max_retries(make_judge, server):
 
 def test_timeout_dropped_connection_and_garbage_are_retried(make_judge, server):
     server.delay = 3.0
-    server.script("slow", "drop", "garbage")
+    server.script("slow", "drop", "garbage", "html")
     judge = make_judge(timeout=0.5)
     [j] = judge.judge(items("Paris."))
-    assert j.acceptable and judge.stats["retries"] == 3
-    assert [r.behaviour for r in server.requests] == ["slow", "drop", "garbage", "ok"]
+    assert j.acceptable and judge.stats["retries"] == 4
+    assert [r.behaviour for r in server.requests] == ["slow", "drop", "garbage", "html", "ok"]
 
 
 def test_empty_choices_fail_after_the_retries(make_judge, server):
