@@ -294,6 +294,10 @@ _CHOICES = {
 }
 
 
+# Round folders are round-NN (two digits: they sort, and every reader globs them so).
+MAX_ITERATIONS = 99
+
+
 def _check(cfg: RunConfig) -> list[str]:
     errors = []
     for key, allowed in _CHOICES.items():
@@ -319,6 +323,11 @@ def _check(cfg: RunConfig) -> list[str]:
     for key in positive:
         if _get(cfg, key) < 1:
             errors.append(f"{key} must be >= 1")
+    if cfg.iterations > MAX_ITERATIONS:
+        errors.append(
+            f"iterations={cfg.iterations} is more than {MAX_ITERATIONS} (rounds live in"
+            " round-01 .. round-99)"
+        )
     for key in ("eval.size", "eval.max_new_tokens", "data.constraints"):
         if _get(cfg, key) < 0:
             errors.append(f"{key} must be >= 0")

@@ -29,9 +29,10 @@ from cut_loop.evaluation.heldout import (
     start_verdicts,
     stored_responses,
 )
-from cut_loop.generation.base import SamplingParams
+from cut_loop.generation.base import Generator, SamplingParams
 from cut_loop.generation.factory import make_generator
 from cut_loop.generation.prompts import PromptTemplate, load_template
+from cut_loop.generation.shared import SharedGenerator
 from cut_loop.judging.base import Judge, Judgment, close_judge
 from cut_loop.judging.registry import load_judge
 from cut_loop.metrics import format_eval, summary_table, write_metrics
@@ -67,6 +68,7 @@ class Loop:
             self.rd.root / "eval",
         )
         self.trainer: Trainer = make_trainer(cfg, self.template)
+        self.engines = SharedGenerator(self._start_generator)
 
     def run(self) -> list[dict[str, Any]]:
         """Bring the run to `cfg.iterations` finished rounds; returns the metrics rows."""
@@ -93,6 +95,7 @@ class Loop:
                     write_metrics(rd)
                 rows = write_metrics(rd)
         finally:
+            self.engines.close()
             for judge in {
                 id(j): j for j in [self.judge, *(e.judge for e in self.eval_judges)]
             }.values():
@@ -104,16 +107,8 @@ class Loop:
         """One round: sample, generate, judge, train; the new policy lands in round-k/model."""
         folder = self.rd.round_dir(k)
         self.rd.log(f"round {k}: starting from {start_model}")
-        instructions = self._sample(k)
-        gen = self.cfg.generation
-        params = SamplingParams(
-            max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
-            n=gen.samples_per_instruction, seed=self.cfg.seed, stop=tuple(gen.stop),
-        )  # fmt: skip
-        responses = self._generate(
-            folder, instructions, start_model, params, f"round {k}", f"round-{k}",
-            reference=gen.include_reference,
-        )  # fmt: skip
+        responses = self._round_responses(k, start_model)
+        self.engines.close()  # the judge and the trainer need the memory
         judgments = judge_stage(
             folder, responses, self.judge, self.cfg, f"round {k}",
             need_scores=self.cfg.loss.name == "rrhf",
@@ -140,11 +135,30 @@ class Loop:
         for checkpoint in (folder / "train").glob("checkpoint-*"):
             shutil.rmtree(checkpoint, ignore_errors=True)
 
+    def _start_generator(self, model: str) -> Generator:
+        self.rd.log(f"generation: loading {model}")  # one per policy: see SharedGenerator
+        return make_generator(self.cfg.generation, model)
+
+    def _round_responses(self, k: int, start_model: str) -> list[Response]:
+        """Round k's sample and the policy's answers to it (read back when already made)."""
+        instructions = self._sample(k)
+        gen = self.cfg.generation
+        params = SamplingParams(
+            max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
+            n=gen.samples_per_instruction, seed=self.cfg.seed, stop=tuple(gen.stop),
+        )  # fmt: skip
+        return self._generate(
+            self.rd.round_dir(k), instructions, start_model, params, f"round {k}",
+            f"round-{k}", reference=gen.include_reference,
+        )  # fmt: skip
+
     def _sample(self, k: int) -> list[Instruction]:
         """Round k's instructions: read back if already drawn, else drawn, written, and entered
         in the ledger before anything is generated from them."""
         path = self.rd.round_dir(k) / "instructions.jsonl"
         if path.exists():
+            # A kill may land between this file and the ledger: enter it (idempotent).
+            self._write_ledger()
             return [Instruction.from_dict(r) for r in read_jsonl(path)]
         sample = sample_round(
             self.pool, self._used_ids(), self.cfg.data.per_round, self.cfg.seed, k
@@ -179,17 +193,18 @@ class Loop:
     def _check_enough_instructions(self, eval_set: list[Instruction]) -> None:
         """Refuse up front, before paying for anything, a plan the source cannot feed."""
         cfg, rd = self.cfg, self.rd
-        missing = [
-            k
-            for k in range(1, cfg.iterations + 1)
-            if not (rd.round_dir(k) / "instructions.jsonl").exists()
-        ]
+        # Arithmetic, not a walk over every round: `--iterations 10**20` must answer at once.
+        drawn = sum(
+            1 for k in rd.iter_round_numbers()
+            if k <= cfg.iterations and (rd.round_dir(k) / "instructions.jsonl").exists()
+        )  # fmt: skip
+        missing = cfg.iterations - drawn
         left = len(unused(self.pool, self._used_ids() | {x.id for x in eval_set}))
-        need = len(missing) * cfg.data.per_round
+        need = missing * cfg.data.per_round
         if need > left:
             raise CutLoopError(
                 f"data.instructions: {left} unused instructions left in {cfg.data.instructions!r},"
-                f" but {len(missing)} more rounds x data.per_round={cfg.data.per_round} need {need}"
+                f" but {missing} more rounds x data.per_round={cfg.data.per_round} need {need}"
             )
 
     def _generate(
@@ -207,7 +222,7 @@ class Loop:
         tokenizer = AutoTokenizer.from_pretrained(model) if self.template.chat else None
         return generate_stage(
             folder, instructions, params, self.template, tokenizer,
-            lambda: make_generator(self.cfg.generation, model), label, seed_tag,
+            self.engines.loader(model), label, seed_tag,
             self.cfg.generation.shard_size, reference,
         )  # fmt: skip
 
@@ -227,6 +242,11 @@ class Loop:
             top_p=ev.top_p, seed=self.cfg.seed, stop=tuple(gen.stop),
         )  # fmt: skip
         responses = self._generate(folder, eval_set, model, params, f"eval {k}", "eval")
+        nxt = k + 1
+        if nxt <= self.cfg.iterations and not RunDir.is_done(self.rd.round_dir(nxt), "round"):
+            # Round k+1 starts from this very policy: its answers come from the same engine.
+            self._round_responses(nxt, model)
+        self.engines.close()
         drift = self._drift(model, folder) if ev.drift else {}
         rows = []
         for ej in self.eval_judges:
@@ -282,8 +302,14 @@ def build_triplets(responses: list[Response], judgments: dict[str, Judgment]) ->
 
 def step_means(log: Path) -> dict[str, float]:
     """Means over the round's optimizer steps of the loss and each component the objective
-    logs (CUT: align_loss, misalign_loss, flagged_token_fraction), as `mean_<name>`."""
-    return {f"mean_{k}": v["mean"] for k, v in summarise_log(log)["components"].items()}
+    logs (CUT: align_loss, misalign_loss, flagged_token_fraction), as `mean_<name>`, and
+    `loss`, the last step's. Read from the log, not the trainer's memory: a run killed after
+    its last checkpoint resumes with no step left to run, and its loss is still in the log."""
+    summary = summarise_log(log)
+    out = {f"mean_{k}": v["mean"] for k, v in summary["components"].items()}
+    if (last := summary["last_step"]) is not None and last.get("loss") is not None:
+        out["loss"] = last["loss"]
+    return out
 
 
 def sample_stats(responses: list[Response]) -> dict[str, float | None]:

@@ -198,6 +198,7 @@ def summarise_log(path: Path, window: int = 10) -> dict[str, Any]:
     seconds = sum(r.get("seconds", 0.0) for r in rows)
     return {
         "components": components,
+        "last_step": rows[-1] if rows else None,
         "window": window,
         "tokens": tokens,
         "train_seconds": seconds,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +58,33 @@ def test_two_rounds_leave_complete_well_formed_artifacts(finished_run: Path) -> 
         assert (round_dir / "model" / "model.safetensors").is_file()
         assert (round_dir / "model" / "tokenizer.json").is_file()
         assert not list((round_dir / "train").glob("checkpoint-*"))  # cleaned once saved
+
+
+def responses_of(folder: Path) -> list[dict]:
+    return [r for p in sorted((folder / "responses").glob("*.jsonl")) for r in read_jsonl(p)]
+
+
+def test_one_generator_serves_each_policy_with_the_answers_of_a_fresh_one(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    """The eval after round k and round k+1's generation share one generator (3 loads for 2
+    rounds, not 5); round 2's answers, made by the generator that answered eval 1, are those
+    a fresh generator gives: the copy below generates round 2 alone (eval 1 is done)."""
+    loads = [x for x in (finished_run / "log.txt").read_text().splitlines() if "loading" in x]
+    assert len(loads) == 3, loads
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy, ignore=shutil.ignore_patterns("round-03"))
+    r2 = copy / "round-02"
+    for p in r2.iterdir():
+        if p.name != "instructions.jsonl":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    shutil.rmtree(copy / "eval" / "round-02")
+    result = run_cli("run", "--run-dir", str(copy), "--iterations", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert responses_of(r2) == responses_of(finished_run / "round-02")
+    assert responses_of(copy / "eval" / "round-02") == responses_of(
+        finished_run / "eval" / "round-02"
+    )
 
 
 def test_samples_are_fresh_every_round_and_disjoint_from_eval(finished_run: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cut_loop.rundir import read_jsonl
+from cut_loop.rundir import atomic_write_jsonl, read_jsonl
 from tests.loop.conftest import ROOT, kill_when, run_cli
 
 pytestmark = pytest.mark.slow
@@ -130,3 +130,45 @@ def test_kill_during_training_resumes_from_saved_step(
     ref_done = json.loads((ref / "round-01" / "DONE.train").read_text())
     assert done["steps"] == ref_done["steps"]
     assert max(row["step"] for row in info) == ref_done["steps"]
+
+
+def test_a_kill_between_the_round_sample_and_the_ledger_still_enters_the_round(
+    tmp_path: Path, ref_run: Path, base_args: Callable[..., list[str]]
+) -> None:
+    """The window between `round-01/instructions.jsonl` and the ledger's rewrite: the kill
+    lands just after the sample is written, and the ledger is put back as it was before it
+    (what a kill inside that window leaves). The resumed run's ledger is the reference's."""
+    ref = _reference(ref_run, base_args)
+    run_dir, log = tmp_path / "run", tmp_path / "judge.log"
+    args = _args(base_args, run_dir, log)
+    sample = run_dir / "round-01" / "instructions.jsonl"
+    killed = kill_when(args, sample.exists)
+    assert killed is None, "the run finished before the kill"
+    ledger = run_dir / "ledger.jsonl"
+    atomic_write_jsonl(ledger, [r for r in read_jsonl(ledger) if r["use"] == "eval"])
+    _finish_and_compare(run_dir, ref, log, args)
+    rows = read_jsonl(ledger)
+    assert rows == read_jsonl(ref / "ledger.jsonl")
+    assert {r["use"] for r in rows} == {"eval", "round-1", "round-2"}
+
+
+def test_a_kill_after_the_last_checkpoint_keeps_the_rounds_loss(
+    tmp_path: Path, ref_run: Path, base_args: Callable[..., list[str]]
+) -> None:
+    """Killed once the last step's checkpoint is saved but before DONE.train: the resume has
+    no step left to run, and DONE.train still carries the loss (read from the step log)."""
+    ref = _reference(ref_run, base_args)
+    ref_done = json.loads((ref / "round-01" / "DONE.train").read_text())
+    run_dir, log = tmp_path / "run", tmp_path / "judge.log"
+    args = _args(base_args, run_dir, log)
+    last = run_dir / "round-01" / "train" / f"checkpoint-{ref_done['steps']}"
+    killed = kill_when(args, last.exists)
+    assert killed is None, "the run finished before the kill"
+    assert not (run_dir / "round-01" / "DONE.train").exists(), "the kill landed too late"
+    _finish_and_compare(run_dir, ref, log, args)
+    done = json.loads((run_dir / "round-01" / "DONE.train").read_text())
+    assert done["resumed_from"] == ref_done["steps"]
+    assert done["loss"] == ref_done["loss"] is not None
+    assert done["mean_loss"] == pytest.approx(ref_done["mean_loss"])
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert all(r.get("loss") is not None for r in rows)

@@ -50,3 +50,9 @@ def test_defining_differences_ignore_operational_fields() -> None:
     a = config_from_dict({})
     b = config_from_dict({"iterations": 9, "generation": {"batch_size": 2}, "seed": 1})
     assert defining_differences(a, b) == [("seed", 0, 1)]
+
+
+@pytest.mark.parametrize("n", ["100", "99999999999999999999"])
+def test_iterations_are_bounded_by_the_round_folders_and_answer_at_once(n: str) -> None:
+    with pytest.raises(CutLoopError, match=rf"iterations={n} is more than 99 \(rounds live in"):
+        resolve_run_config(None, {}, [f"iterations={n}"])
