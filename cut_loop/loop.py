@@ -36,7 +36,7 @@ from cut_loop.generation.shared import SharedGenerator
 from cut_loop.judging.base import Judge, Judgment, close_judge
 from cut_loop.judging.registry import load_judge
 from cut_loop.metrics import format_eval, summary_table, write_metrics
-from cut_loop.models import resolve_model
+from cut_loop.models import checked_model
 from cut_loop.offline import summarise_log
 from cut_loop.progress import table_console
 from cut_loop.rundir import RunDir, RunLock, atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -53,6 +53,7 @@ class Loop:
         self.rd = RunDir(Path(cfg.run_dir))
         # Everything that can reject bad input runs before the run directory is touched.
         _check_against_saved(self.rd, cfg, force)
+        self.base_model = checked_model(cfg.model)
         self.pool = load_instructions(cfg.data.instructions)
         if cfg.data.constraints:
             from cut_loop.constraints.attach import attach_constraints
@@ -82,7 +83,7 @@ class Loop:
                     atomic_write_jsonl(rd.eval_instructions_path, [x.to_dict() for x in eval_set])
                     self._write_ledger()
                 rd.log(f"run: {cfg.iterations} rounds, model {cfg.model}, judge {cfg.judge.name}")
-                base_model = resolve_model(cfg.model)
+                base_model = self.base_model
                 self._evaluate(0, base_model, eval_set)
                 for k in range(1, cfg.iterations + 1):
                     if RunDir.is_done(rd.round_dir(k), "round"):
@@ -262,7 +263,7 @@ class Loop:
         """The mean token log p of round 0's held-out answers under `model`, and its change
         from the starting policy's (`evaluation/drift.py`)."""
         logp = self._answers_logprob(folder, model)
-        start = self._answers_logprob(self.rd.eval_dir(0), resolve_model(self.cfg.model))
+        start = self._answers_logprob(self.rd.eval_dir(0), self.base_model)
         change = logp - start if logp is not None and start is not None else None
         return {"start_answers_logprob": logp, "logprob_change_vs_start": change}
 

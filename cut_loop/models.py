@@ -45,6 +45,20 @@ def resolve_model(name: str) -> str:
     return name  # a Hub id
 
 
+def checked_model(name: str) -> str:
+    """`resolve_model(name)`, and its config read, so a mistyped model, a folder that is not a
+    model or an unreachable Hub id is refused in one line before a run directory is touched."""
+    from transformers import AutoConfig
+
+    resolved = resolve_model(name)
+    try:
+        AutoConfig.from_pretrained(resolved)
+    except Exception as e:  # OSError (missing, offline), ValueError (an unknown model type), ...
+        reason = " ".join(str(e).split())[:300]
+        raise CutLoopError(f"model: {name}: cannot read its config ({reason})") from None
+    return resolved
+
+
 def _smollm2_gguf() -> Path:
     try:
         dist = metadata.distribution(_SMOLLM2_DIST)

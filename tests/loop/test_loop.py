@@ -183,6 +183,31 @@ def test_bad_instruction_file_fails_in_one_line_and_touches_nothing(
     assert not run_dir.exists()
 
 
+@pytest.mark.parametrize(
+    ("model", "expect"),
+    [
+        ("./no-such-model", "model: ./no-such-model does not exist"),
+        ("{empty}", "is not a Hugging Face model directory (no config.json)"),
+        ("{broken}", "cannot read its config"),
+    ],
+)
+def test_a_bad_model_fails_in_one_line_before_the_run_directory_exists(
+    tmp_path: Path, model: str, expect: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    _write(tmp_path / "broken" / "config.json", '{"model_type": "no-such-architecture"}')
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "run", "--run-dir", str(run_dir), "--judge", "rules", "--instructions", "demo",
+        "--model", model.format(empty=tmp_path / "empty", broken=tmp_path / "broken"),
+    )  # fmt: skip
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0], result.stderr[-2000:]
+    assert not run_dir.exists()
+
+
 def test_deepspeed_step_that_cannot_split_over_the_ranks_fails_before_the_round(
     tmp_path: Path, base_args: Callable[..., list[str]]
 ) -> None:
