@@ -58,8 +58,10 @@ class GenerationConfig:
     """Instructions per shard file: a killed run resumes from the last finished shard. With
     vLLM one shard is one engine request, so large shards keep its batches large (vLLM
     schedules up to 256 sequences at once); a resume keeps the shards a stage started with."""
-    dtype: str = "bfloat16"
-    """Weights dtype for generation: bfloat16, float16 or float32."""
+    dtype: str = "auto"
+    """Weights dtype for generation: auto (bfloat16 on GPUs, float32 on CPUs: bf16 matmuls are
+    slower there without AMX, and vLLM's bf16 CPU kernels die of SIGILL on some CPUs),
+    bfloat16, float16 or float32."""
     stop: list[str] = field(default_factory=list)
     """Stop strings: a response ends before the first one it produces (and counts as finished)."""
     vllm_python: str = ""
@@ -285,7 +287,7 @@ OPERATIONAL_FIELDS = {
 
 _CHOICES = {
     "generation.backend": {"auto", "hf", "vllm"},
-    "generation.dtype": {"bfloat16", "float16", "float32"},
+    "generation.dtype": {"auto", "bfloat16", "float16", "float32"},
     "loss.name": {"cut", "sft", "rrhf", "dpo", "none"},
     "loss.truncated": {"keep", "judged", "drop"},
     "train.backend": {"auto", "torch", "deepspeed"},

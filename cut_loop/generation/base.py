@@ -43,3 +43,14 @@ class Generator(Protocol):
     def close(self) -> None:
         """Free the model (memory goes back before training starts)."""
         ...
+
+
+def generation_dtype(dtype: str) -> str:
+    """`generation.dtype` made concrete: `auto` is bfloat16 where there is a GPU, else float32
+    (on CPUs without AMX bf16 matmuls run slower than fp32 ones, and vLLM's bf16 CPU kernels
+    crash with SIGILL on some CPUs that have AVX512-FP16)."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    return "bfloat16" if torch.cuda.is_available() else "float32"

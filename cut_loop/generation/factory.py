@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from cut_loop.config import GenerationConfig
 from cut_loop.errors import CutLoopError
-from cut_loop.generation.base import Generator
+from cut_loop.generation.base import Generator, generation_dtype
 
 if TYPE_CHECKING:
     from cut_loop.generation.vllm import VLLMGenerator
@@ -38,7 +38,7 @@ def make_generator(cfg: GenerationConfig, model_path: str) -> Generator:
             return vllm
     from cut_loop.generation.hf import HFGenerator
 
-    return HFGenerator(model_path, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    return HFGenerator(model_path, dtype=generation_dtype(cfg.dtype), batch_size=cfg.batch_size)
 
 
 def _try_vllm(cfg: GenerationConfig, model_path: str) -> Generator | None:

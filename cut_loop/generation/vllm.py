@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from typing import Any
 
 from cut_loop.config import GenerationConfig
 from cut_loop.errors import CutLoopError
-from cut_loop.generation.base import Completion, SamplingParams
+from cut_loop.generation.base import Completion, SamplingParams, generation_dtype
 from cut_loop.generation.vllm_worker import request_path, result_path, write_json_atomic
 
 PYTHON_ENV = "CUT_LOOP_VLLM_PYTHON"
@@ -114,9 +115,10 @@ class VLLMGenerator:
         self.prompt_token_ids: list[list[int]] = []  # of the last call, as the engine saw them
         self._requests = 0
         self._failed = False
+        self.dtype = generation_dtype(cfg.dtype)
         options = {
             "model": model_path,
-            "dtype": cfg.dtype,
+            "dtype": generation_dtype(cfg.dtype),
             "seed": 0,  # requests carry their own seeds
             "tensor_parallel_size": cfg.tensor_parallel_size,
             "gpu_memory_utilization": cfg.gpu_memory_utilization,
@@ -198,6 +200,12 @@ class VLLMGenerator:
         else:  # killed (out of memory?) before it could say why
             tail = _last_line(self.log_path.read_text(errors="replace"))
             report = {"stage": "start", "error": f"exit code {self.proc.returncode}: {tail}"}
+            if self.proc.returncode == -signal.SIGILL:
+                return VLLMStartError(
+                    f"vLLM's engine for {self.model} died of SIGILL (exit code -4): its CPU"
+                    f" kernels used an instruction this CPU lacks, for dtype {self.dtype}; set"
+                    f" generation.dtype=float32 (log: {self.log_path}), or {FALLBACK}"
+                )
         stage, error = report["stage"], report["error"]
         where = f"(log: {self.log_path})"
         if stage == "import":

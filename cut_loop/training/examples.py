@@ -113,7 +113,9 @@ def plain_sequence(
 # How a response cut off at the token limit trains (`loss.truncated`). Under the plain prompt
 # any likelihood term on a cut-off ramble (Align-P, or Misalign's unflagged tokens) teaches the
 # policy to ramble on: measured in the CPU demo, the paper's `keep` made answers longer every
-# round. `judged` trains them only where the critique is in the context.
+# round. `judged` trains them only where the critique is in the context, and still lengthened
+# them (LoRA shares the weights of both contexts: 66 -> 80 tokens in one round, vs 58 with
+# `drop`, the demo's choice).
 TRUNCATED = {
     "keep": "as the paper: trained like any other response (without an end-of-sequence)",
     "judged": "criticised: Align-N only (no Misalign term); accepted: left out",

@@ -121,3 +121,25 @@ def test_auto_without_vllm_uses_transformers(
     assert isinstance(generator, HFGenerator)
     generator.close()
     assert "vLLM" not in capsys.readouterr().err  # not installed is normal: nothing to say
+
+
+def test_auto_dtype_is_float32_on_cpu_and_explicit_ones_stay() -> None:
+    import torch
+
+    from cut_loop.generation.base import generation_dtype
+
+    assert generation_dtype("auto") == ("bfloat16" if torch.cuda.is_available() else "float32")
+    assert generation_dtype("bfloat16") == "bfloat16"
+    assert GenerationConfig().dtype == "auto"
+
+
+def test_an_engine_dying_of_sigill_is_named_with_the_dtype_to_use(tmp_path: Path) -> None:
+    """What vLLM's bf16 CPU kernels do on some CPUs (issue 12): the process gets SIGILL."""
+    from cut_loop.generation.vllm import VLLMGenerator, VLLMStartError
+
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\nkill -ILL $$\n")
+    python.chmod(0o755)
+    cfg = GenerationConfig(backend="vllm", dtype="bfloat16")
+    with pytest.raises(VLLMStartError, match=r"died of SIGILL.*dtype bfloat16; set generation"):
+        VLLMGenerator("some-model", cfg, str(python))
