@@ -69,17 +69,11 @@ def rescore(
         if generate:
             raise CutLoopError("--pairwise compares the stored answers: run --generate apart")
         return compare_rounds(run_dir, spec, sets, pairwise)
-    rd = RunDir(run_dir)
-    if not rd.config_path.exists():
-        raise CutLoopError(f"{run_dir}: not a cut_loop run directory (no config.yaml)")
-    cfg = config_from_dict(load_yaml(rd.config_path), source=str(rd.config_path))
+    rd, cfg, rounds = _finished_run(run_dir)
     decoding, options = split_sets(sets)
     if decoding and not generate:
         raise CutLoopError("--set eval.<decoding>: only with --generate (stored answers are fixed)")
     cfg = dataclasses.replace(cfg, eval=_with(cfg.eval, decoding))
-    rounds = [k for k in _eval_rounds(rd) if RunDir.is_done(rd.eval_dir(k), "generate")]
-    if not rounds or rounds[0] != 0:
-        raise CutLoopError(f"{run_dir}: no finished held-out answers of round 0 to compare with")
     label = judge_label({"name": spec, **options})
     if generate:
         label += (
@@ -118,16 +112,10 @@ def compare_rounds(
     orders, by judge `spec`; rows of `win_row`, one per round, in `<label>-vs-<reference>/`."""
     from cut_loop.judging.registry import load_judge
 
-    rd = RunDir(run_dir)
-    if not rd.config_path.exists():
-        raise CutLoopError(f"{run_dir}: not a cut_loop run directory (no config.yaml)")
-    cfg = config_from_dict(load_yaml(rd.config_path), source=str(rd.config_path))
+    rd, cfg, rounds = _finished_run(run_dir)
     decoding, options = split_sets(sets)
     if decoding:
         raise CutLoopError("--set eval.<decoding>: --pairwise compares the stored answers")
-    rounds = [k for k in _eval_rounds(rd) if RunDir.is_done(rd.eval_dir(k), "generate")]
-    if not rounds or rounds[0] != 0:
-        raise CutLoopError(f"{run_dir}: no finished held-out answers of round 0 to compare with")
     references = reference_answers(
         reference, rd.eval_instructions_path, stored_responses(rd.eval_dir(0))
     )
@@ -154,6 +142,19 @@ def compare_rounds(
     finally:
         close_judge(judge)
     return out, rows
+
+
+def _finished_run(run_dir: Path) -> tuple[RunDir, RunConfig, list[int]]:
+    """The run, its saved config, and the rounds whose held-out answers are all generated
+    (round 0 first: every comparison needs it)."""
+    rd = RunDir(run_dir)
+    if not rd.config_path.exists():
+        raise CutLoopError(f"{run_dir}: not a cut_loop run directory (no config.yaml)")
+    cfg = config_from_dict(load_yaml(rd.config_path), source=str(rd.config_path))
+    rounds = [k for k in _eval_rounds(rd) if RunDir.is_done(rd.eval_dir(k), "generate")]
+    if not rounds or rounds[0] != 0:
+        raise CutLoopError(f"{run_dir}: no finished held-out answers of round 0 to compare with")
+    return rd, cfg, rounds
 
 
 def _with(ev: EvalConfig, decoding: dict[str, Any]) -> EvalConfig:

@@ -13,16 +13,13 @@ and `description`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from cut_loop.errors import CutLoopError
 from cut_loop.judging.base import Judgment
+from cut_loop.judging.rubric import chat_messages, prompt_fingerprint, read_rubric_file
 from cut_loop.templates import shipped_dir
 
 _PLACEHOLDER = re.compile(r"\{(instruction|input|output_1|output_2)\}")
@@ -52,8 +49,7 @@ class PairRubric:
     def fingerprint(self) -> str:
         """sha256 of the prompt text: a preference cached under one rubric is not reused under
         an edited one."""
-        fields = {k: v for k, v in asdict(self).items() if k != "name"}
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+        return prompt_fingerprint(self)
 
     def messages(self, pair: PairItem) -> list[dict[str, str]]:
         values = {
@@ -62,8 +58,7 @@ class PairRubric:
             "output_1": pair.first,
             "output_2": pair.second,
         }
-        user = _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.user)
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+        return chat_messages(self.system, self.user, _PLACEHOLDER, values)
 
 
 def load_pair_rubric(name: str) -> PairRubric:
@@ -74,17 +69,7 @@ def load_pair_rubric(name: str) -> PairRubric:
         path = shipped_dir("judges") / "pairwise" / f"{name}.yaml"
     if not path.is_file():
         raise CutLoopError(f"pairwise rubric {name!r}: {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        reason = " ".join(str(e).split())
-        raise CutLoopError(f"pairwise rubric {path}: not valid YAML ({reason})") from None
-    texts = ("system", "user")
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in texts):
-        raise CutLoopError(f"pairwise rubric {path}: needs text keys `system` and `user`")
-    unknown = sorted(set(data) - {"system", "user", "reask", "no_input", "description"})
-    if unknown:
-        raise CutLoopError(f"pairwise rubric {path}: unknown key(s): {', '.join(unknown)}")
+    data = read_rubric_file(path, "pairwise rubric", ())
     missing = [p for p in ("{output_1}", "{output_2}") if p not in data["user"]]
     if missing:
         raise CutLoopError(f"pairwise rubric {path}: `user` lacks {' and '.join(missing)}")

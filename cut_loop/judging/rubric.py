@@ -44,8 +44,7 @@ class Rubric:
     def fingerprint(self) -> str:
         """sha256 of the prompt text: a judgment cached under one rubric is not reused under
         an edited one."""
-        fields = {k: v for k, v in asdict(self).items() if k != "name"}
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+        return prompt_fingerprint(self)
 
     def messages(self, item: JudgeItem) -> list[dict[str, str]]:
         """The chat messages asking for a judgment of `item`."""
@@ -54,8 +53,7 @@ class Rubric:
             "input": item.input if item.input.strip() else self.no_input,
             "response": item.response,
         }
-        user = _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.user)
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+        return chat_messages(self.system, self.user, _PLACEHOLDER, values)
 
 
 def rubric_path(name: str) -> Path:
@@ -74,22 +72,48 @@ def load_rubric(name: str) -> Rubric:
         raise CutLoopError(
             f"rubric {name!r}: {path} does not exist (shipped rubrics: {', '.join(known)})"
         )
+    data = read_rubric_file(path, "rubric", ("{response}",))
+    extra = {k: str(data[k]) for k in ("reask", "no_input") if data.get(k) is not None}
+    return Rubric(name=str(path), system=data["system"], user=data["user"], **extra)
+
+
+def read_rubric_file(path: Path, kind: str, placeholders: tuple[str, ...]) -> dict[str, Any]:
+    """A rubric file's mapping, checked: YAML, `system` and `user` text, no unknown key, and
+    every one of `placeholders` in `user`; else one line starting with `{kind} {path}:`."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise CutLoopError(f"rubric {path}: not valid YAML ({' '.join(str(e).split())})") from None
+        raise CutLoopError(f"{kind} {path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
-        raise CutLoopError(f"rubric {path}: expected a mapping with `system` and `user` keys")
+        raise CutLoopError(f"{kind} {path}: expected a mapping with `system` and `user` keys")
     missing = [k for k in ("system", "user") if not isinstance(data.get(k), str)]
     if missing:
-        raise CutLoopError(f"rubric {path}: missing or non-text key(s): {', '.join(missing)}")
+        raise CutLoopError(f"{kind} {path}: missing or non-text key(s): {', '.join(missing)}")
     unknown = sorted(set(data) - {"system", "user", "reask", "no_input", "description"})
     if unknown:
-        raise CutLoopError(f"rubric {path}: unknown key(s): {', '.join(unknown)}")
-    if "{response}" not in data["user"]:
-        raise CutLoopError(f"rubric {path}: the `user` template has no {{response}} placeholder")
-    extra = {k: str(data[k]) for k in ("reask", "no_input") if data.get(k) is not None}
-    return Rubric(name=str(path), system=data["system"], user=data["user"], **extra)
+        raise CutLoopError(f"{kind} {path}: unknown key(s): {', '.join(unknown)}")
+    absent = [p for p in placeholders if p not in data["user"]]
+    if absent:
+        raise CutLoopError(
+            f"{kind} {path}: the `user` template has no {' and no '.join(absent)} placeholder"
+        )
+    return data
+
+
+def prompt_fingerprint(rubric: Any) -> str:
+    """sha256 of a rubric dataclass's prompt text (every field but `name`): an answer cached
+    under one rubric is not reused under an edited one."""
+    fields = {k: v for k, v in asdict(rubric).items() if k != "name"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def chat_messages(
+    system: str, user: str, placeholder: re.Pattern[str], values: dict[str, str]
+) -> list[dict[str, str]]:
+    """The system message and `user` with each placeholder replaced in one pass (so a value
+    that itself contains "{input}" stays as written)."""
+    text = placeholder.sub(lambda m: values[m.group(1)], user)
+    return [{"role": "system", "content": system}, {"role": "user", "content": text}]
 
 
 # --- reading the judge's answer --------------------------------------------------------------
