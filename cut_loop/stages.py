@@ -24,7 +24,7 @@ from cut_loop.judging.base import (
     Judge,
     JudgeItem,
     Judgment,
-    checked_judgments,
+    judge_batch,
     usage_totals,
 )
 from cut_loop.progress import stage_bar
@@ -142,10 +142,11 @@ def judge_stage(
     tag: str,
     need_scores: bool = False,
 ) -> dict[str, Judgment]:
-    """A judgment for every response, appended to `folder/judgments.jsonl` as each batch
-    returns. Only items without a successful judgment are sent, so a resume never pays twice
-    for a finished item; failed ones are sent again. `need_scores` (a loss that ranks by
-    score): stop after the first batch, its judgments kept, if the judge gives no scores."""
+    """A judgment for every response, appended to `folder/judgments.jsonl` as it arrives (a
+    streaming judge: `judge_batch`) or as its batch returns. Only items without a successful
+    judgment are sent, so a resume never pays twice for a finished item; failed ones are sent
+    again. `need_scores` (a loss that ranks by score): stop after the first batch, its
+    judgments kept, if the judge gives no scores."""
     path = folder / "judgments.jsonl"
     judgments = read_judgments(path)
     if RunDir.is_done(folder, "judge"):
@@ -157,6 +158,12 @@ def judge_stage(
         stage_bar(f"judge {tag}", len(responses), len(responses) - len(todo), "item") as bar,
         _released(judge),
     ):
+
+        def record(j: Judgment) -> None:  # may run on the judge's thread: the append is atomic
+            log.append(j.to_dict())
+            judgments[j.id] = j
+            bar.advance()
+
         for start in range(0, len(todo), batch):
             items = [
                 JudgeItem(
@@ -165,11 +172,7 @@ def judge_stage(
                 )
                 for r in todo[start : start + batch]
             ]  # fmt: skip
-            results = checked_judgments(judge, items, judge.judge(items))
-            for j in results:
-                log.append(j.to_dict())
-                judgments[j.id] = j
-            bar.advance(len(items))
+            results = judge_batch(judge, items, record)
             unscored = [j for j in results if not j.failed and j.score is None]
             if need_scores and unscored:
                 raise CutLoopError(

@@ -8,7 +8,8 @@ verdict: the loop stores it, reports it, and asks again on the next resume.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import inspect
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
@@ -105,6 +106,41 @@ class Judge(Protocol):
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]: ...
 
 
+# Called with each judgment of a batch the moment it is known (see `judge_batch`).
+OnJudgment = Callable[[Judgment], None]
+
+
+def judge_batch(judge: Judge, items: Sequence[JudgeItem], record: OnJudgment) -> list[Judgment]:
+    """`judge.judge(items)`, checked (`checked_judgments`), with `record` called once per item.
+
+    A judge whose `judge` takes an `on_judgment` keyword (the OpenAI judge) streams: it calls
+    it with each answer as the answer arrives, so a run killed mid-batch has recorded every
+    answer it was paid for but the few in flight. Any other judge's answers are recorded when
+    its batch returns. Either way each item is recorded once, and a streamed judgment is
+    checked before it is recorded."""
+    wanted = {it.id for it in items}
+    recorded: set[str] = set()
+
+    def on_judgment(j: Judgment) -> None:
+        _check_one(judge, j)
+        if j.id not in wanted or j.id in recorded:
+            raise CutLoopError(
+                f"judge {type(judge).__name__} streamed a judgment for {j.id!r}, which is not"
+                " an item of the batch or was already answered"
+            )
+        recorded.add(j.id)
+        record(j)
+
+    streams = "on_judgment" in inspect.signature(judge.judge).parameters
+    out = judge.judge(items, on_judgment=on_judgment) if streams else judge.judge(items)  # type: ignore[call-arg]
+    results = checked_judgments(judge, items, out)
+    for j in results:
+        if j.id not in recorded:
+            recorded.add(j.id)
+            record(j)
+    return results
+
+
 def usage_totals(judgments: Iterable[Judgment]) -> dict[str, float]:
     """Key-wise sum of `usage` over `judgments` (e.g. over every row of a judgments.jsonl,
     failed attempts included, since they were paid for too). `cost_usd` in the sum covers only
@@ -124,19 +160,24 @@ def checked_judgments(judge: object, items: Sequence[Any], out: object) -> list[
     if not isinstance(out, (list, tuple)):
         raise CutLoopError(f"judge {name} returned {_shown(out)}, not a list of Judgment")
     for j in out:
-        if not isinstance(j, Judgment):
-            raise CutLoopError(f"judge {name} returned {_shown(j)} where a Judgment belongs")
-        if not isinstance(j.verdict, Verdict):
-            raise CutLoopError(
-                f"judge {name} returned a Judgment whose verdict is {_shown(j.verdict)}; use"
-                " Judgment.accept / reject / fail (or a Verdict member)"
-            )
+        _check_one(judge, j)
     if [j.id for j in out] != [i.id for i in items]:
         raise CutLoopError(
             f"judge {name} returned {len(out)} judgments for {len(items)} items, or out of"
             " order; a judge must return one Judgment per item, in order, with the item's id"
         )
     return list(out)
+
+
+def _check_one(judge: object, j: object) -> None:
+    name = type(judge).__name__
+    if not isinstance(j, Judgment):
+        raise CutLoopError(f"judge {name} returned {_shown(j)} where a Judgment belongs")
+    if not isinstance(j.verdict, Verdict):
+        raise CutLoopError(
+            f"judge {name} returned a Judgment whose verdict is {_shown(j.verdict)}; use"
+            " Judgment.accept / reject / fail (or a Verdict member)"
+        )
 
 
 def _shown(value: object) -> str:

@@ -30,7 +30,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from cut_loop.errors import CutLoopError
-from cut_loop.judging.base import JudgeItem, Judgment
+from cut_loop.judging.base import JudgeItem, Judgment, OnJudgment
 from cut_loop.judging.loop_thread import LoopThread
 from cut_loop.judging.pairwise import PairItem, load_pair_rubric, preference_from_answer
 from cut_loop.judging.pricing import Budget, BudgetReached, table_price
@@ -144,11 +144,15 @@ class OpenAIJudge:
         self.__dict__.update(state, _runner=LoopThread())
 
     # --- the protocol ----------------------------------------------------------------------------
-    def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
-        """One judgment per item, in order. Safe to call from any thread, with or without a
-        running event loop there. Raises CutLoopError only for problems no retry can fix
-        (missing key, 401/403/404): answers already received are in the cache by then."""
-        return self._runner.run(self._judge_all(list(items)))
+    def judge(
+        self, items: Sequence[JudgeItem], on_judgment: OnJudgment | None = None
+    ) -> list[Judgment]:
+        """One judgment per item, in order. `on_judgment` (optional) is called, on this judge's
+        thread, with each asked item's judgment the moment it arrives (not with cache hits).
+        Safe to call from any thread, with or without a running event loop there. Raises
+        CutLoopError only for problems no retry can fix (missing key, 401/403/404): answers
+        already received are in the cache and given to `on_judgment` by then."""
+        return self._runner.run(self._judge_all(list(items), on_judgment))
 
     def close(self) -> None:
         """Stop the event loop thread and close the HTTP client, unless it was injected."""
@@ -200,14 +204,16 @@ class OpenAIJudge:
                  pair.instruction, pair.input, pair.first, pair.second]  # fmt: skip
         return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
-    async def _judge_all(self, items: list[JudgeItem]) -> list[Judgment]:
+    async def _judge_all(
+        self, items: list[JudgeItem], on_judgment: OnJudgment | None = None
+    ) -> list[Judgment]:
         def read(id: str, text: str, usage: dict[str, float]) -> Judgment | None:
             return judgment_from_answer(id, text, self.acceptable_score, usage)
 
         return await self._answer_all(
             [self.cache_key(it) for it in items], [it.id for it in items],
             [self.rubric.messages(it) for it in items], self.rubric.reask, read,
-            "the judge's answer has no score 1-10 (twice)",
+            "the judge's answer has no score 1-10 (twice)", on_judgment,
         )  # fmt: skip
 
     async def _compare_all(self, pairs: list[PairItem]) -> list[Judgment]:
@@ -229,13 +235,18 @@ class OpenAIJudge:
         reask: str,
         read: Reader,
         unread: str,
+        on_judgment: OnJudgment | None = None,
     ) -> list[Judgment]:
         """One judgment per prompt: from the cache when its key was answered before, else asked
-        (concurrently, each appended to the cache the moment it arrives)."""
+        (concurrently, each appended to the cache and given to `on_judgment` the moment it
+        arrives)."""
         cached: dict[str, dict[str, Any]] = {}
         if self.cache_path is not None:
             cached = {row["key"]: row["judgment"] for row in read_jsonl(self.cache_path)}
         todo = {k: (id, m) for k, id, m in zip(keys, ids, prompts, strict=True) if k not in cached}
+        ids_of: dict[str, list[str]] = {}  # duplicates share one request
+        for key, id in zip(keys, ids, strict=True):
+            ids_of.setdefault(key, []).append(id)
         fresh: dict[str, Judgment] = {}
         client = self._get_client() if todo else None  # no key needed when all are cached
         appender = JsonlAppender(self.cache_path) if self.cache_path and todo else None
@@ -247,6 +258,10 @@ class OpenAIJudge:
             fresh[key] = judgment
             if appender is not None and not judgment.failed:
                 appender.append({"key": key, "judgment": judgment.to_dict()})
+            if on_judgment is not None:
+                # The request is paid once; its usage goes with the first item that asked.
+                for n, same in enumerate(ids_of[key]):
+                    on_judgment(replace(judgment, id=same, usage=judgment.usage if n == 0 else {}))
 
         tasks = [asyncio.ensure_future(one(k, *todo[k])) for k in todo]
         try:
@@ -259,14 +274,16 @@ class OpenAIJudge:
         finally:
             if appender is not None:
                 appender.close()
-        out = []
+        out, paid = [], set()
         for key, id in zip(keys, ids, strict=True):
             if key in cached:  # paid for before: costs nothing now
                 self.stats["cache_hits"] += 1
                 hit = {**cached[key], "id": id, "usage": {"cache_hits": 1}}
                 out.append(Judgment.from_dict(hit))
-            else:
-                out.append(replace(fresh[key], id=id))  # duplicates share one request
+            else:  # duplicates share one request, and its usage is counted once
+                usage = fresh[key].usage if key not in paid else {}
+                paid.add(key)
+                out.append(replace(fresh[key], id=id, usage=usage))
         self.stats["failed"] += sum(j.failed for j in out)
         return out
 

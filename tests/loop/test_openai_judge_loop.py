@@ -4,6 +4,7 @@ talks to a real chat-completions server on loopback in the test's process."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from cut_loop.rundir import read_jsonl
 from tests.helpers.chat_server import ChatServer
-from tests.loop.conftest import run_cli
+from tests.loop.conftest import kill_when, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +71,37 @@ def test_loop_with_openai_judge_on_loopback(tmp_path: Path, tiny_model_dir: Path
                         env={"OPENAI_API_KEY": SECRET})  # fmt: skip
         assert again.returncode == 0, again.stderr[-3000:]
         assert server.requests == []
+
+
+def test_a_kill_mid_batch_loses_at_most_the_requests_in_flight(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """SIGKILL while round 1's one judge batch is half answered. Each answer was recorded the
+    moment it arrived, so the resumed run repeats, and leaves out of the usage it reports,
+    only the requests that were in flight at the kill (at most judge.concurrency)."""
+    run_dir, concurrency = tmp_path / "run", 2
+    args = [
+        "run", "--run-dir", str(run_dir), "--model", str(tiny_model_dir),
+        "--instructions", "demo", "--per-round", "8", "--eval-size", "2",
+        "--max-new-tokens", "8", "--iterations", "1", "--judge", "openai",
+        "--set", "judge.model=local-judge", "--set", "judge.batch_size=64",
+        "--set", f"judge.concurrency={concurrency}", "--set", "train.warmup_steps=1",
+        "--set", "eval.drift=false",
+    ]  # fmt: skip
+    with ChatServer(grade, latency=0.3) as server:
+        args += ["--set", f"judge.base_url={server.base_url}"]
+        # Round 0's two eval answers are judged first, then round 1's batch of eight.
+        killed = kill_when(args, lambda: sum(r.answered for r in server.requests) >= 2 + 4)
+        assert killed is None, "the run finished before the kill"
+        assert not (run_dir / "round-01" / "DONE.judge").exists(), "the kill landed too late"
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr[-3000:]
+        requests = list(server.requests)
+    asked = Counter(json.dumps(r.body["messages"]) for r in requests)
+    repeated = sum(n - 1 for n in asked.values())
+    assert repeated <= concurrency, f"{repeated} requests were paid again"
+    reported = sum(
+        json.loads(p.read_text())["usage"].get("requests", 0) for p in run_dir.rglob("DONE.judge")
+    )
+    assert len(requests) - concurrency <= reported <= len(requests)
+    assert len(read_jsonl(run_dir / "round-01" / "judgments.jsonl")) >= 8

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cut_loop.errors import CutLoopError
-from cut_loop.judging.base import JudgeItem, Judgment, Verdict
+from cut_loop.judging.base import JudgeItem, Judgment, Verdict, judge_batch
 from cut_loop.judging.composite import AllJudge, ChainJudge, VoteJudge
 from cut_loop.judging.registry import load_judge
 from cut_loop.rundir import read_jsonl
@@ -222,3 +222,38 @@ class Returns:
 def test_a_plugin_breaking_the_contract_gets_one_line_naming_it(value, message) -> None:
     with pytest.raises(CutLoopError, match=message):
         AllJudge(judges=[Returns(value)]).judge(items("x"))
+
+
+class Streams:
+    """A plugin judge that streams `streamed` through `on_judgment`, then returns `returned`."""
+
+    def __init__(self, streamed: list[Judgment], returned: list[Judgment]) -> None:
+        self.streamed, self.returned = streamed, returned
+
+    def judge(self, items: Sequence[JudgeItem], on_judgment=None) -> list[Judgment]:
+        for j in self.streamed:
+            on_judgment(j)
+        return self.returned
+
+
+def test_a_streaming_judge_records_each_item_once_whether_streamed_or_returned() -> None:
+    a, b = Judgment.accept("x"), Judgment.reject("y", "wrong")
+    recorded: list[Judgment] = []
+    out = judge_batch(Streams([b], [a, b]), items("x", "y"), recorded.append)
+    assert out == [a, b] and recorded == [b, a]
+    recorded.clear()
+    assert judge_batch(Returns([a, b]), items("x", "y"), recorded.append) == recorded == [a, b]
+
+
+@pytest.mark.parametrize(
+    ("streamed", "message"),
+    [
+        ([Judgment.accept("z")], r"streamed a judgment for 'z', which is not an item"),
+        ([Judgment.accept("x")] * 2, r"streamed a judgment for 'x'.*already answered"),
+        (["acceptable"], r"judge Streams returned a str \('acceptable'\) where a Judgment"),
+    ],
+)
+def test_a_streaming_judge_breaking_the_contract_gets_one_line(streamed, message) -> None:
+    ok = [Judgment.accept("x"), Judgment.accept("y")]
+    with pytest.raises(CutLoopError, match=message):
+        judge_batch(Streams(streamed, ok), items("x", "y"), lambda j: None)

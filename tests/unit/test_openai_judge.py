@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from cut_loop.errors import CutLoopError
-from cut_loop.judging.base import JudgeItem, Judgment, Verdict
+from cut_loop.judging.base import JudgeItem, Judgment, Verdict, usage_totals
 from cut_loop.judging.openai_judge import OpenAIJudge
 from cut_loop.judging.rubric import load_rubric, parse_answer
 from cut_loop.rundir import JsonlAppender, read_jsonl
@@ -199,6 +199,28 @@ def test_concurrency_is_bounded(make_judge, server):
 def test_identical_items_share_one_request(make_judge, server):
     out = make_judge().judge(items("Paris.", "Paris.", "Paris."))
     assert [j.id for j in out] == ["id-0", "id-1", "id-2"] and len(server.requests) == 1
+
+
+def test_identical_items_pay_and_count_their_one_request_once(make_judge, server):
+    out = make_judge().judge(items("Paris.", "Paris."))
+    assert usage_totals(out)["requests"] == 1 and out[0].usage and not out[1].usage
+
+
+def test_each_answer_is_streamed_the_moment_it_arrives(make_judge, server):
+    """The slow item's answer comes last; the fast ones were handed over before it arrived."""
+    server.delay = 1.0
+    server.script("slow", "ok", "ok")
+    seen: list[tuple[str, float]] = []
+    batch = items("Paris, slowly.", "Paris.", "Paris!")
+    out = make_judge(concurrency=3).judge(
+        batch, on_judgment=lambda j: seen.append((j.id, time.monotonic()))
+    )
+    assert sorted(i for i, _ in seen) == [j.id for j in out] == ["id-0", "id-1", "id-2"]
+    slow_text = next(r.response_text() for r in server.requests if r.behaviour == "slow")
+    slow = next(it.id for it in batch if it.response == slow_text)
+    arrival = dict(seen)
+    assert seen[-1][0] == slow
+    assert arrival[slow] - max(t for i, t in seen if i != slow) > 0.5
 
 
 def test_cache_answers_a_second_judge_without_any_request(make_judge, server, tmp_path):
