@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
 
-from cut_loop.errors import CutLoopError
+from cut_loop.errors import CutLoopError, environment_fault
 
 app = typer.Typer(
     add_completion=False,
@@ -20,6 +26,42 @@ app = typer.Typer(
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+class _Terminated(Exception):
+    """SIGTERM, raised where the main thread is, like Ctrl-C's KeyboardInterrupt."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+@contextmanager
+def _user_facing(resumable: bool = True) -> Iterator[None]:
+    """Bad input, environment faults and stop signals end the command with one line on stderr.
+
+    Ctrl-C (SIGINT) and SIGTERM stop the current unit: an append or an atomic write is either
+    whole or absent, a stage without its DONE marker is resumed, a vLLM or DeepSpeed worker is
+    shut down by the code that started it. Exit 130 / 143, the shell's codes for the two."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    except CutLoopError as e:
+        if os.environ.get("CUT_LOOP_TRACEBACK"):
+            raise
+        _fail(str(e))
+    except (KeyboardInterrupt, _Terminated) as e:
+        name, code = ("SIGINT", 130) if isinstance(e, KeyboardInterrupt) else ("SIGTERM", 143)
+        again = shlex.join(["cutloop", *sys.argv[1:]])
+        hint = f"; finished work is kept, resume with: {again}" if resumable else ""
+        typer.echo(f"stopped by {name}{hint}", err=True)
+        raise typer.Exit(code) from None
+    except Exception as e:
+        if (message := environment_fault(e)) is None:
+            raise
+        _fail(message)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -74,18 +116,13 @@ def run(
         "seed": seed,
         "generation.max_new_tokens": max_new_tokens,
     }
-    try:
+    with _user_facing():
         _quiet_libraries()
         from cut_loop.config import resolve_run_config
         from cut_loop.loop import Loop
 
         cfg = resolve_run_config(config, overrides, set_ or [])
         Loop(cfg, force=force).run()
-    except CutLoopError as e:
-        _fail(str(e))
-    except KeyboardInterrupt:
-        typer.echo("interrupted: re-run the same command to resume", err=True)
-        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -120,18 +157,13 @@ def train(
         "seed": seed,
         "train.max_steps": max_steps,
     }
-    try:
+    with _user_facing():
         _quiet_libraries()
         from cut_loop.config import resolve_run_config
         from cut_loop.offline import format_summary, train_offline
 
         cfg = resolve_run_config(config, overrides, set_ or [])
         typer.echo(format_summary(train_offline(data, cfg, output)))
-    except CutLoopError as e:
-        _fail(str(e))
-    except KeyboardInterrupt:
-        typer.echo("interrupted: re-run the same command to resume", err=True)
-        raise typer.Exit(130) from None
 
 
 @app.command("eval")
@@ -162,7 +194,7 @@ def eval_(
 ) -> None:
     """Score a run's held-out answers (every round) with another judge, beside the training
     record in RUN/evals/<judge>/; cached, so a re-run is free."""
-    try:
+    with _user_facing():
         _quiet_libraries()
         from cut_loop.evaluation.rescore import rescore
         from cut_loop.metrics import pairwise_table, summary_table
@@ -171,17 +203,11 @@ def eval_(
         out, rows = rescore(run_dir, judge, set_ or [], generate=generate, pairwise=pairwise)
         table = pairwise_table if pairwise else summary_table
         table_console().print(table(rows, title=str(out)))
-    except CutLoopError as e:
-        _fail(str(e))
-    except KeyboardInterrupt:
-        typer.echo("interrupted: re-run the same command to resume", err=True)
-        raise typer.Exit(130) from None
 
 
 def _quiet_libraries() -> None:
     """Our own progress bars say what is happening; the libraries' per-file loading bars and
     advice warnings would bury them."""
-    import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -202,10 +228,8 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
     from cut_loop.progress import table_console
     from cut_loop.status import status_view
 
-    try:
+    with _user_facing(resumable=False):
         table_console().print(status_view(run_dir))
-    except CutLoopError as e:
-        _fail(str(e))
 
 
 def main() -> None:  # pragma: no cover - `python -m cut_loop`

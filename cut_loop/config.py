@@ -8,8 +8,10 @@ Unknown keys are rejected (a typo must not silently fall back to a default), exc
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -472,6 +474,8 @@ def parse_set(assignment: str) -> tuple[str, Any]:
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise CutLoopError(f"{path}: a folder, not a YAML config file")
     if not path.exists():
         raise CutLoopError(f"{path}: config file not found")
     try:
@@ -502,20 +506,38 @@ def resolve_run_config(
         saved = Path(run_dir) / "config.yaml"
         if saved.exists():
             tree, source = load_yaml(saved), str(saved)
-    for key, value in overrides.items():
-        _set_dotted(tree, key, value)
+    given = dict(overrides)
     for assignment in sets or []:
-        _set_dotted(tree, *parse_set(assignment))
-    return config_from_dict(tree, source=source)
+        key, value = parse_set(assignment)
+        given[key] = value
+    for key, value in given.items():
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree, source=source, command_line=set(given))
 
 
-def config_from_dict(tree: dict[str, Any], source: str = "config") -> RunConfig:
+def config_from_dict(
+    tree: dict[str, Any], source: str = "config", command_line: Collection[str] = ()
+) -> RunConfig:
+    """The typed config of `tree`, or one error naming every problem, each blamed on where its
+    value came from: the command line (the keys in `command_line`) or `source`."""
     errors: list[str] = []
     cfg = _build(RunConfig, tree, "", errors)
+    if isinstance(cfg.model, str) and len(cfg.model) > 1:
+        cfg.model = cfg.model.rstrip("/")  # `models/x/` and `models/x` are one model
     errors += _check(cfg)
     if errors:
-        raise CutLoopError(f"{source}: " + "; ".join(errors))
+        ours = [e for e in errors if _error_key(e) in command_line]
+        theirs = [e for e in errors if e not in ours]
+        parts = [f"command line: {'; '.join(ours)}"] if ours else []
+        parts += [f"{source}: {'; '.join(theirs)}"] if theirs else []
+        raise CutLoopError("; and ".join(parts))
     return cfg
+
+
+def _error_key(error: str) -> str:
+    """The config key an error message of `_build` / `_check` starts with."""
+    match = re.match(r"(?:unknown key )?'?([\w.]+)", error)
+    return match.group(1) if match else ""
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

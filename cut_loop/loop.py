@@ -52,6 +52,7 @@ class Loop:
         self.cfg = cfg
         self.rd = RunDir(Path(cfg.run_dir))
         # Everything that can reject bad input runs before the run directory is touched.
+        self.rd.check_usable()
         _check_against_saved(self.rd, cfg, force)
         self.base_model = checked_model(cfg.model)
         self.pool = load_instructions(cfg.data.instructions)

@@ -35,6 +35,8 @@ def load_cut_file(path: Path) -> list[Triplet]:
     """The rows of a CUT-format file as triplets; any problem is one CutLoopError line naming
     the file and the first bad rows."""
     path = Path(path)
+    if path.is_dir():
+        raise CutLoopError(f"{path}: --data is a folder; give the CUT-format JSON file in it")
     if not path.is_file():
         raise CutLoopError(f"{path}: data file not found")
     try:
@@ -133,12 +135,13 @@ def train_offline(data: Path, cfg: RunConfig, output: Path) -> dict[str, Any]:
     from cut_loop.config import save_config
     from cut_loop.generation.prompts import load_template
     from cut_loop.models import resolve_model
-    from cut_loop.rundir import atomic_write_text
+    from cut_loop.rundir import RunDir, atomic_write_text
     from cut_loop.training.torch_trainer import TorchTrainer
 
     if cfg.train.backend == "deepspeed":
         raise CutLoopError("train.backend=deepspeed: offline training runs the torch trainer")
     output = Path(output)
+    RunDir(output).check_usable()
     triplets = load_cut_file(data)
     digest = hashlib.sha256(Path(data).read_bytes()).hexdigest()
     template = load_template(cfg.generation.template)

@@ -18,6 +18,12 @@ from typing import Any
 
 from cut_loop.errors import CutLoopError
 
+# The process's umask, read once (reading it means setting it). Run files get the mode any
+# other file of the user gets (0644 under the usual 022), not mkstemp's private 0600: one mode
+# for every file of a run, appended logs and atomically written files alike.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so that readers see either the old file or the whole new one."""
@@ -25,6 +31,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -164,7 +171,26 @@ class RunDir:
     @staticmethod
     def done_info(folder: Path, stage: str) -> dict[str, Any] | None:
         path = folder / f"DONE.{stage}"
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:  # written atomically by us: unreadable means edited or a damaged disk
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            info = None
+        if not isinstance(info, dict):
+            raise CutLoopError(
+                f"{path}: corrupt stage marker; delete it and re-run to redo that stage"
+            )
+        return info
+
+    def check_usable(self) -> None:
+        """Refuse, before anything is written, a run directory that cannot be one."""
+        for path in (self.root, *self.root.parents):
+            if path.exists() and not path.is_dir():
+                what = "the run directory" if path == self.root else "a part of its path"
+                raise CutLoopError(f"{path}: {what} is a file, not a folder")
+            if path.exists():
+                break
 
     def log(self, message: str) -> None:
         """One line in the human-readable log (appended, flushed)."""

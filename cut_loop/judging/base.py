@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
-from cut_loop.errors import CutLoopError
+from cut_loop.errors import CutLoopError, foreign_error
 
 # A failed judgment whose error starts with this was never sent: the judge's request or spend
 # budget ran out. The loop stops the round on it (whatever max_failed_fraction allows); any
@@ -132,7 +132,12 @@ def judge_batch(judge: Judge, items: Sequence[JudgeItem], record: OnJudgment) ->
         record(j)
 
     streams = "on_judgment" in inspect.signature(judge.judge).parameters
-    out = judge.judge(items, on_judgment=on_judgment) if streams else judge.judge(items)  # type: ignore[call-arg]
+    try:
+        out = judge.judge(items, on_judgment=on_judgment) if streams else judge.judge(items)  # type: ignore[call-arg]
+    except (CutLoopError, OSError):
+        raise  # already one line, or the machine's fault (the CLI names it)
+    except Exception as e:  # the judge's own bug: its answers so far are recorded
+        raise foreign_error(f"judge {type(judge).__name__}", e) from e
     results = checked_judgments(judge, items, out)
     for j in results:
         if j.id not in recorded:

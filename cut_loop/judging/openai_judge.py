@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -110,6 +111,12 @@ class OpenAIJudge:
         self.budget = Budget(max_requests, max_cost_usd, price)
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
+        url = urlsplit(self.base_url)
+        if url.username or url.password:  # not echoed: the message may land in a CI log
+            raise CutLoopError(
+                "judge.base_url holds credentials (user:key@host), which would be saved with"
+                f" the run's config; give the key in ${api_key_env} (judge.api_key_env) instead"
+            )
         self.api_key_env = api_key_env
         self.concurrency = concurrency
         self.timeout = float(timeout)
@@ -118,6 +125,11 @@ class OpenAIJudge:
         self.pairwise_rubric = load_pair_rubric(pairwise_rubric)
         self.acceptable_score = float(acceptable_score)
         self.cache_path = Path(cache) if cache else None
+        keyless = client is None and not os.environ.get(api_key_env)
+        if keyless and self.base_url == OPENAI_URL and not self._cached():
+            # Said now, not at the first request minutes later (a resume whose answers are all
+            # in the cache needs no key, and finds out at its first request if it does).
+            raise self._no_key()
         self.temperature = float(temperature)
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -125,6 +137,9 @@ class OpenAIJudge:
         self._client = client.with_options(max_retries=0) if client is not None else None
         self._owns_client = client is None
         self._runner = LoopThread()
+        # Set once a request spent every attempt without any HTTP answer (the server is down
+        # or hangs); the items still to ask then fail at once, and a re-run asks them again.
+        self._unreachable: str | None = None
         self.stats: dict[str, Any] = dict.fromkeys(
             ("requests", "retries", "reasks", "cache_hits", "failed", "budget_reached",
              "prompt_tokens", "completion_tokens"), 0,
@@ -169,15 +184,25 @@ class OpenAIJudge:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _cached(self) -> bool:
+        return (
+            self.cache_path is not None
+            and self.cache_path.is_file()
+            and (self.cache_path.stat().st_size > 0)
+        )
+
+    def _no_key(self) -> CutLoopError:
+        return CutLoopError(
+            f"judge 'openai': set {self.api_key_env} to an OpenAI API key "
+            "(or judge.base_url to a local OpenAI-compatible server)"
+        )
+
     def _get_client(self) -> openai.AsyncOpenAI:
         if self._client is None:
             key = os.environ.get(self.api_key_env)
             if not key:
                 if self.base_url == OPENAI_URL:
-                    raise CutLoopError(
-                        f"judge 'openai': set {self.api_key_env} to an OpenAI API key "
-                        "(or judge.base_url to a local OpenAI-compatible server)"
-                    )
+                    raise self._no_key()
                 key = "EMPTY"  # local servers (vLLM, llama.cpp) ignore it, the client needs one
             self._client = openai.AsyncOpenAI(
                 api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=0
@@ -329,7 +354,12 @@ class OpenAIJudge:
         Raises BudgetReached, sending nothing, when the next attempt would exceed the budget."""
         error = "no attempt"
         chars = sum(len(m["content"]) for m in messages)
+        unreachable = True  # every attempt so far got no HTTP answer at all
         for attempt in range(self.max_retries + 1):
+            if self._unreachable is not None:
+                # Another request spent all its attempts on a server that never answered: do
+                # not spend this item's too (1000 items would wait hours, 32 at a time).
+                return None, f"not sent: {self._unreachable}"
             reserved = self.budget.reserve(chars)
             if attempt:
                 self.stats["retries"] += 1
@@ -350,12 +380,16 @@ class OpenAIJudge:
                     ) from None
                 error, final = f"HTTP {status}: {message}", not retryable(status)
                 retry_after = retry_after_seconds(e.response.headers)
+                unreachable = False
             except openai.APITimeoutError:
                 error = f"timed out after {self.timeout:g} s"
             except openai.APIConnectionError as e:
                 error = f"connection error: {_one_line(str(e.__cause__ or e))}"
             except (json.JSONDecodeError, openai.APIResponseValidationError):
                 error = "the server's reply is not a chat completion"
+            if resp is not None:
+                unreachable = False
+                self._unreachable = None
             if resp is not None and not isinstance(resp, ChatCompletion):
                 # A 200 that is not JSON at all (a proxy's HTML page): the client hands back
                 # the body as a string. Retryable, like any garbled reply.
@@ -373,7 +407,10 @@ class OpenAIJudge:
             if attempt < self.max_retries:
                 delay = backoff_delay(attempt, retry_after, self.backoff_base, self.backoff_max)
                 await asyncio.sleep(delay)
-        return None, f"{error} (gave up after {self.max_retries + 1} attempts)"
+        error = f"{error} (gave up after {self.max_retries + 1} attempts)"
+        if unreachable:
+            self._unreachable = f"the server did not answer: {error}"
+        return None, error
 
     def _account(
         self, reserved: float, chars: int, tokens: tuple[int, int], usage: dict[str, float]

@@ -24,7 +24,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from cut_loop.errors import CutLoopError
+from cut_loop.errors import CutLoopError, foreign_error
 from cut_loop.judging.base import Judge
 
 GROUP = "cut_loop.judges"
@@ -115,9 +115,12 @@ def _load_file(name: str, path: Path) -> Any:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[module_name]
+        raise foreign_error(f"judge {name!r}: importing {path}", e) from e
     except BaseException:
         del sys.modules[module_name]
-        raise  # a bug in the plugin itself: its traceback is what its author needs
+        raise
     return module
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -219,6 +220,14 @@ def test_deepspeed_step_that_cannot_split_over_the_ranks_fails_before_the_round(
     assert len(lines) == 1, result.stderr
     assert "train.grad_accum=3 must be a multiple of the 2 DeepSpeed ranks" in lines[0]
     assert not run_dir.exists()
+
+
+def test_every_file_of_a_run_has_one_mode(finished_run: Path) -> None:
+    """Atomically written files, appended logs, the lock and the saved models alike: none is
+    private while its neighbours are world-readable (what the process's umask gives)."""
+    modes = {p.relative_to(finished_run).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in finished_run.rglob("*") if p.is_file()}  # fmt: skip
+    assert len(set(modes.values())) == 1, modes
 
 
 def test_metrics_file_is_plain_json_lines(finished_run: Path) -> None:

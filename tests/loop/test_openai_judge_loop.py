@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,11 @@ def test_loop_with_openai_judge_on_loopback(tmp_path: Path, tiny_model_dir: Path
             assert j["verdict"] == "unacceptable" and "too short" in j["critique"]
     evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "eval"]
     assert [r["round"] for r in evals] == [0, 1] and all(r["mean_score"] for r in evals)
+    # The key is nowhere: no file of the run (weights and caches too), nor what it printed.
     for path in run_dir.rglob("*"):
-        if path.is_file() and path.suffix in (".json", ".jsonl", ".yaml", ".txt", ""):
-            assert SECRET not in path.read_text(errors="ignore"), path
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in result.stdout + result.stderr
     # A re-run pays for nothing: every answer is in the run directory already.
     with ChatServer(grade) as server:
         again = run_cli("run", "--run-dir", str(run_dir), "--iterations", "1",
@@ -73,8 +76,9 @@ def test_loop_with_openai_judge_on_loopback(tmp_path: Path, tiny_model_dir: Path
         assert server.requests == []
 
 
+@pytest.mark.fault("windows")
 def test_a_kill_mid_batch_loses_at_most_the_requests_in_flight(
-    tmp_path: Path, tiny_model_dir: Path
+    tmp_path: Path, tiny_model_dir: Path, record_property: Callable[[str, object], None]
 ) -> None:
     """SIGKILL while round 1's one judge batch is half answered. Each answer was recorded the
     moment it arrived, so the resumed run repeats, and leaves out of the usage it reports,
@@ -99,6 +103,7 @@ def test_a_kill_mid_batch_loses_at_most_the_requests_in_flight(
         requests = list(server.requests)
     asked = Counter(json.dumps(r.body["messages"]) for r in requests)
     repeated = sum(n - 1 for n in asked.values())
+    record_property("requests_repeated", repeated)
     assert repeated <= concurrency, f"{repeated} requests were paid again"
     reported = sum(
         json.loads(p.read_text())["usage"].get("requests", 0) for p in run_dir.rglob("DONE.judge")

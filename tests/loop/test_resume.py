@@ -4,6 +4,9 @@ and compare with an uninterrupted run of the same config."""
 from __future__ import annotations
 
 import json
+import os
+import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +18,10 @@ from safetensors.torch import load_file
 from cut_loop.rundir import atomic_write_jsonl, read_jsonl
 from tests.loop.conftest import ROOT, kill_when, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault("windows")]
+
+# SIGKILLs at seeded random moments: a handful in CI, CUT_LOOP_KILLS=20 for the long run.
+RANDOM_KILLS = int(os.environ.get("CUT_LOOP_KILLS", "3"))
 
 JUDGE = f"{ROOT}/tests/helpers/counting_judge.py:CountingJudge"
 
@@ -80,6 +86,32 @@ def _reference(tmp: Path, base_args: Callable[..., list[str]]) -> Path:
         result = run_cli(*_args(base_args, run_dir, tmp / "judge.log"))
         assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
+
+
+@pytest.mark.fault("kills")
+@pytest.mark.parametrize("seed", range(RANDOM_KILLS))
+def test_a_kill_at_a_random_moment_resumes_to_the_same_artifacts(
+    seed: int, tmp_path: Path, ref_run: Path, base_args: Callable[..., list[str]]
+) -> None:
+    """SIGKILL the whole process group at a seeded random moment: once the run directory holds
+    a random share of the files the finished run has, plus a random fraction of a second (a
+    moment on the wall clock would drift with the machine's load), then finish and compare."""
+    ref = _reference(ref_run, base_args)
+    rng = random.Random(seed)
+    files = rng.randint(1, int(0.9 * sum(p.is_file() for p in ref.rglob("*"))))
+    delay = rng.uniform(0.0, 0.1)
+    run_dir, log = tmp_path / "run", tmp_path / "judge.log"
+    args = _args(base_args, run_dir, log)
+    reached: list[float] = []
+
+    def due() -> bool:
+        if not reached and sum(p.is_file() for p in run_dir.rglob("*")) >= files:
+            reached.append(time.monotonic())
+        return bool(reached) and time.monotonic() - reached[0] >= delay
+
+    killed = kill_when(args, due)
+    assert killed is None, f"the run finished before the kill ({files} files + {delay:.2f} s)"
+    _finish_and_compare(run_dir, ref, log, args)
 
 
 def test_kill_during_generation_resumes_from_last_shard(

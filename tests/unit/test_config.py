@@ -56,3 +56,22 @@ def test_defining_differences_ignore_operational_fields() -> None:
 def test_iterations_are_bounded_by_the_round_folders_and_answer_at_once(n: str) -> None:
     with pytest.raises(CutLoopError, match=rf"iterations={n} is more than 99 \(rounds live in"):
         resolve_run_config(None, {}, [f"iterations={n}"])
+
+
+def test_a_bad_value_is_blamed_on_where_it_came_from(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 3\ntrain:\n  epochs: 0\n")
+    with pytest.raises(CutLoopError) as e:
+        resolve_run_config(None, {"run_dir": str(run)}, ["train.learning_rate=-1"])
+    ours, theirs = str(e.value).split("; and ")
+    assert ours.startswith("command line: train.learning_rate") and "epochs" not in ours
+    assert theirs.startswith(f"{run}/config.yaml: train.epochs")
+    with pytest.raises(CutLoopError, match=r"^command line: unknown key 'train.lr'$"):
+        resolve_run_config(None, {}, ["train.lr=1"])
+
+
+def test_a_trailing_slash_does_not_make_another_model(tmp_path: Path) -> None:
+    a = config_from_dict({"model": f"{tmp_path}/model/"})
+    b = config_from_dict({"model": f"{tmp_path}/model"})
+    assert a.model == b.model and not defining_differences(a, b)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import textwrap
@@ -152,6 +153,26 @@ def test_empty_choices_fail_after_the_retries(make_judge, server):
     assert j.failed and "no choices" in j.error and len(server.requests) == 2
 
 
+def test_a_dead_server_costs_one_retry_schedule_not_one_per_item(monkeypatch):
+    """Nothing listens on the port: the first items in flight spend their attempts, every
+    later item fails at once, without a request, naming why (a re-run asks them again)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connecting is refused
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    judge = OpenAIJudge(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key_env=KEY_ENV, concurrency=2,
+        max_retries=2, backoff_base=0.01, timeout=2,
+    )  # fmt: skip
+    with judge:
+        out = judge.judge(items(*[f"Paris {i}" for i in range(8)]))
+    assert all(j.failed for j in out)
+    # One item's 3 attempts, plus what the other item in flight had sent by then.
+    assert 3 <= judge.stats["requests"] <= 2 * 3
+    skipped = [j for j in out if j.error.startswith("not sent: the server did not answer")]
+    assert len(skipped) >= 6 and all(j.usage["requests"] == 0 for j in skipped[-6:])
+
+
 def test_a_client_error_fails_the_item_without_retries(make_judge, server):
     server.script("400")  # e.g. the prompt is too long: retrying cannot help
     [j] = make_judge().judge(items("Paris."))
@@ -292,6 +313,12 @@ def test_sigkill_mid_judging_then_resume_answers_each_item_exactly_once(
     assert len(server.requests) == 16
 
 
+def test_credentials_in_the_base_url_are_refused_without_echoing_them():
+    with pytest.raises(CutLoopError, match="holds credentials") as e:
+        OpenAIJudge(base_url="https://me:sk-in-url@example.com/v1")
+    assert "sk-in-url" not in str(e.value)
+
+
 def test_the_key_never_leaves_the_process(make_judge, tmp_path):
     cache = tmp_path / "cache.jsonl"
     judge = make_judge(cache=cache)
@@ -305,9 +332,8 @@ def test_the_key_never_leaves_the_process(make_judge, tmp_path):
 def test_missing_key_for_openai_is_one_line_naming_the_variable(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv(KEY_ENV, raising=False)
-    judge = OpenAIJudge(api_key_env=KEY_ENV)  # constructing needs no key
-    with judge, pytest.raises(CutLoopError, match=KEY_ENV) as e:
-        judge.judge(items("Paris."))
+    with pytest.raises(CutLoopError, match=KEY_ENV) as e:
+        OpenAIJudge(api_key_env=KEY_ENV)  # said at once, before the run does any work
     assert "\n" not in str(e.value)
 
 
@@ -315,11 +341,10 @@ def test_no_key_is_needed_when_everything_is_cached(monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv(KEY_ENV, raising=False)
     [item] = items("Paris.")
+    key = OpenAIJudge(api_key_env=KEY_ENV, client=openai.AsyncOpenAI(api_key="x")).cache_key(item)
+    with JsonlAppender(tmp_path / "c.jsonl") as cache:
+        cache.append({"key": key, "judgment": Judgment.accept("old").to_dict()})
     with OpenAIJudge(api_key_env=KEY_ENV, cache=tmp_path / "c.jsonl") as judge:
-        with JsonlAppender(judge.cache_path) as cache:
-            cache.append(
-                {"key": judge.cache_key(item), "judgment": Judgment.accept("old").to_dict()}
-            )
         [j] = judge.judge([item])
     assert j.acceptable and j.id == item.id and judge.stats["requests"] == 0
 

@@ -1,13 +1,22 @@
+import errno
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from cut_loop.errors import CutLoopError
-from cut_loop.rundir import JsonlAppender, RunDir, RunLock, atomic_write_json, read_jsonl
+from cut_loop.errors import CutLoopError, environment_fault
+from cut_loop.rundir import (
+    JsonlAppender,
+    RunDir,
+    RunLock,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+)
 
 
 def test_torn_last_line_is_ignored_and_repaired_before_appending(tmp_path: Path) -> None:
@@ -60,3 +69,59 @@ def test_lock_refuses_a_second_process_and_dies_with_its_holder(tmp_path: Path) 
         holder.wait()
     with RunLock(tmp_path):  # a SIGKILLed holder leaves no stale lock
         pass
+
+
+def test_written_and_appended_run_files_get_one_mode(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "a.json", "{}\n")
+    with JsonlAppender(tmp_path / "b.jsonl") as log:
+        log.append({"x": 1})
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in ("a.json", "b.jsonl")}
+    assert modes == {0o666 & ~umask}
+
+
+def test_a_corrupt_stage_marker_is_one_line_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "DONE.train").write_text('{"steps": 3,')
+    with pytest.raises(CutLoopError, match=r"DONE.train: corrupt stage marker; delete it"):
+        RunDir.done_info(tmp_path, "train")
+    (tmp_path / "DONE.train").write_text("[1, 2]\n")
+    with pytest.raises(CutLoopError, match="corrupt stage marker"):
+        RunDir.done_info(tmp_path, "train")
+
+
+def test_a_run_directory_that_is_or_sits_under_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(CutLoopError, match="the run directory is a file"):
+        RunDir(tmp_path / "f").check_usable()
+    with pytest.raises(CutLoopError, match=r"/f: a part of its path is a file"):
+        RunDir(tmp_path / "f" / "a" / "b").check_usable()
+    RunDir(tmp_path / "new" / "run").check_usable()  # absent folders are fine: made later
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "expect"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/r/x"), "/r/x: No space left on"),
+        (OSError(errno.EROFS, "Read-only file system", "/r"), "/r: Read-only file system; use"),
+        (OSError(errno.EACCES, "Permission denied", "/r/lock"), "/r/lock: Permission denied"),
+        (
+            RuntimeError("Error while serializing: I/O error: No space left (os error 28)"),
+            "writing a checkpoint or model failed: No space left on device; free some space",
+        ),
+        (
+            RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"),
+            "(a full disk or a file size limit)",
+        ),
+    ],
+)
+def test_environment_faults_read_as_one_line(error: BaseException, expect: str) -> None:
+    message = environment_fault(error)
+    assert message is not None and expect in message and "\n" not in message
+
+
+def test_other_errors_are_bugs_and_keep_their_traceback() -> None:
+    assert environment_fault(RuntimeError("shape mismatch")) is None
+    assert environment_fault(OSError(errno.ECONNRESET, "reset")) is None
+    assert environment_fault(ValueError("No space left")) is None
