@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -37,9 +38,11 @@ from cut_loop.judging.pairwise import PairItem, load_pair_rubric, preference_fro
 from cut_loop.judging.pricing import Budget, BudgetReached, table_price
 from cut_loop.judging.retry import FATAL_STATUS, backoff_delay, retry_after_seconds, retryable
 from cut_loop.judging.rubric import judgment_from_answer, load_rubric
+from cut_loop.progress import console
 from cut_loop.rundir import JsonlAppender, read_jsonl
 
 OPENAI_URL = "https://api.openai.com/v1"
+WAIT_NOTICE_S = 30.0
 
 # Reads a judgment out of the model's answer text (None: unreadable, re-ask).
 Reader = Callable[[str, str, dict[str, float]], Judgment | None]
@@ -140,6 +143,7 @@ class OpenAIJudge:
         # Set once a request spent every attempt without any HTTP answer (the server is down
         # or hangs); the items still to ask then fail at once, and a re-run asks them again.
         self._unreachable: str | None = None
+        self._told_waiting = -float("inf")
         self.stats: dict[str, Any] = dict.fromkeys(
             ("requests", "retries", "reasks", "cache_hits", "failed", "budget_reached",
              "prompt_tokens", "completion_tokens"), 0,
@@ -406,11 +410,22 @@ class OpenAIJudge:
                 return None, error  # e.g. 400 prompt too long: a retry cannot help
             if attempt < self.max_retries:
                 delay = backoff_delay(attempt, retry_after, self.backoff_base, self.backoff_max)
+                self._say_waiting(delay, error)
                 await asyncio.sleep(delay)
         error = f"{error} (gave up after {self.max_retries + 1} attempts)"
         if unreachable:
             self._unreachable = f"the server did not answer: {error}"
         return None, error
+
+    def _say_waiting(self, delay: float, error: str) -> None:
+        """A line above the progress bar while requests wait to be retried (at most one per
+        WAIT_NOTICE_S), so a stalled bar reads as a server that is slow to answer."""
+        now = time.monotonic()
+        if now - self._told_waiting >= WAIT_NOTICE_S:
+            self._told_waiting = now
+            console.print(
+                f"judge: a request failed ({error}); retrying in {delay:.0f} s", soft_wrap=True
+            )
 
     def _account(
         self, reserved: float, chars: int, tokens: tuple[int, int], usage: dict[str, float]

@@ -101,3 +101,28 @@ def test_a_file_size_limit_mid_save_is_one_line_and_the_resume_finishes(
     kept = (round1 / "judgments.jsonl").read_bytes()
     _resumes(run_dir, args)
     assert (round1 / "judgments.jsonl").read_bytes() == kept
+
+
+def test_a_second_run_on_a_directory_in_use_is_refused_in_one_line(
+    tmp_path: Path, base_args: Callable[..., list[str]]
+) -> None:
+    run_dir = tmp_path / "run"
+    args = base_args(run_dir, "--set", "train.epochs=4", "--set", "train.micro_batch_size=1")
+    first = subprocess.Popen(
+        cutloop_cmd(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **ENV},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "config.yaml").exists():  # written under the lock
+            assert first.poll() is None and time.monotonic() < deadline, "the first run ended"
+            time.sleep(0.05)
+        second = run_cli(*args)
+        assert first.poll() is None, "the first run ended before the second was refused"
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 2
+    assert _last_line(second.stderr) == (
+        f"error: {run_dir}/lock: another cutloop process is running on this run directory"
+    )

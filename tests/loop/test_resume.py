@@ -204,3 +204,23 @@ def test_a_kill_after_the_last_checkpoint_keeps_the_rounds_loss(
     assert done["mean_loss"] == pytest.approx(ref_done["mean_loss"])
     rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"]
     assert all(r.get("loss") is not None for r in rows)
+
+
+def test_a_kill_between_a_stages_output_and_its_marker_redoes_nothing(
+    tmp_path: Path, ref_run: Path, base_args: Callable[..., list[str]]
+) -> None:
+    """Every shard and every judgment written, the DONE markers not yet: what a kill in the
+    microseconds before `DONE.generate` / `DONE.judge` leaves (made by killing in training and
+    removing both markers). The resume marks both stages without generating or judging again."""
+    ref = _reference(ref_run, base_args)
+    run_dir, log = tmp_path / "run", tmp_path / "judge.log"
+    args = _args(base_args, run_dir, log)
+    round1 = run_dir / "round-01"
+    killed = kill_when(args, lambda: any((round1 / "train").glob("checkpoint-[0-9]*")))
+    assert killed is None, "the run finished before the kill"
+    for stage in ("generate", "judge"):
+        (round1 / f"DONE.{stage}").unlink()
+    kept = {p: p.read_bytes() for p in [*round1.glob("responses/*"), round1 / "judgments.jsonl"]}
+    _finish_and_compare(run_dir, ref, log, args)  # each item judged once, in the whole run
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert (round1 / "DONE.generate").is_file() and (round1 / "DONE.judge").is_file()

@@ -122,6 +122,14 @@ def test_429_and_500_are_retried_and_counted(make_judge, server):
     assert judge.stats == {**judge.stats, "requests": 4, "retries": 3}
 
 
+def test_a_wait_for_a_retry_is_said_once_above_the_bar(make_judge, server, capsys):
+    server.script("500", "500", "429")
+    out = make_judge().judge(items("Paris.", "Paris!"))
+    assert all(j.acceptable for j in out)
+    said = [x for x in capsys.readouterr().err.splitlines() if x.startswith("judge: ")]
+    assert len(said) == 1 and said[0].startswith("judge: a request failed (HTTP 5")
+
+
 def test_retry_after_is_honoured(make_judge, server):
     server.script("429")  # Retry-After: 0.5 s; our own backoff would wait ~1 ms
     [j] = make_judge().judge(items("Paris."))
