@@ -205,6 +205,69 @@ def eval_(
         table_console().print(table(rows, title=str(out)))
 
 
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    round_: Annotated[int, typer.Option("--round", help="The round (0: the starting model).")],
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="alpaca-eval (model outputs for alpaca_eval), cut (the round's judged"
+            " responses as the CUT release's JSON) or jsonl (the same, one per line).",
+        ),
+    ] = "alpaca-eval",
+    instructions: Annotated[
+        Path | None,
+        typer.Option(help="alpaca-eval: answer this file's instructions with the round first."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Where to write (default RUN/exports/...).")
+    ] = None,
+) -> None:
+    """Write a round's answers or judged responses in a format other tools read."""
+    with _user_facing():
+        _quiet_libraries()
+        from cut_loop.export import export as write_export
+
+        path, n = write_export(run_dir, round_, format_, instructions, output)
+        typer.echo(f"{path}: {n} rows")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    output: Annotated[
+        Path | None, typer.Option(help="Where to write (default RUN/report.html).")
+    ] = None,
+) -> None:
+    """One self-contained HTML page: acceptance with intervals, losses, lengths, times, cost,
+    critiques, and every round's answers side by side."""
+    with _user_facing(resumable=False):
+        from cut_loop.report import write_report
+
+        typer.echo(str(write_report(run_dir, output)))
+
+
+@app.command()
+def chat(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    round_: Annotated[
+        int | None, typer.Option("--round", help="The round to talk to (default: the last).")
+    ] = None,
+    compare: Annotated[
+        int | None, typer.Option(help="Also answer with this round, side by side.")
+    ] = None,
+) -> None:
+    """Type instructions to a round's model (the run's template and eval decoding); each
+    line is one instruction, Ctrl-D ends. Reads a pipe as well."""
+    with _user_facing(resumable=False):
+        _quiet_libraries()
+        from cut_loop.chat import chat as talk
+
+        talk(run_dir, round_, compare)
+
+
 def _quiet_libraries() -> None:
     """Our own progress bars say what is happening; the libraries' per-file loading bars and
     advice warnings would bury them."""

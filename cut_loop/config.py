@@ -97,6 +97,14 @@ class JudgeConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Where a run's curves go besides metrics.jsonl (tracking.py)."""
+
+    tensorboard: bool = True
+    """Rebuild RUN/tensorboard/ from the run's files after every round."""
+
+
+@dataclass
 class EvalConfig:
     """The held-out evaluation: answers of every round's policy to the same instructions,
     scored by judges of its own, separate from the training judge."""
@@ -239,6 +247,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -285,6 +294,7 @@ OPERATIONAL_FIELDS = {
     "train.deepspeed.master_port",
     "train.deepspeed.num_procs",
     "train.deepspeed.omp_threads",
+    "tracking.tensorboard",
 }
 
 _CHOICES = {

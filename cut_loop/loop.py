@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,17 @@ from cut_loop.generation.base import Generator, SamplingParams
 from cut_loop.generation.factory import make_generator
 from cut_loop.generation.prompts import PromptTemplate, load_template
 from cut_loop.generation.shared import SharedGenerator
-from cut_loop.judging.base import Judge, Judgment, close_judge
+from cut_loop.generation.vllm import find_vllm_python
+from cut_loop.judging.base import DEFAULT_CRITIQUE, Judge, Judgment, close_judge
 from cut_loop.judging.registry import load_judge
+from cut_loop.manifest import build_manifest, record_invocation
 from cut_loop.metrics import format_eval, summary_table, write_metrics
 from cut_loop.models import checked_model
 from cut_loop.offline import summarise_log
-from cut_loop.progress import table_console
+from cut_loop.progress import console, table_console
 from cut_loop.rundir import RunDir, RunLock, atomic_write_json, atomic_write_jsonl, read_jsonl
 from cut_loop.stages import Response, generate_stage, judge_stage
+from cut_loop.tracking import write_tensorboard
 from cut_loop.training.base import Trainer, Triplet
 from cut_loop.training.factory import make_trainer
 
@@ -80,6 +84,7 @@ class Loop:
         try:
             with RunLock(rd.root):
                 save_config(cfg, rd.config_path)
+                self._record_invocation()
                 if not rd.eval_instructions_path.exists():
                     atomic_write_jsonl(rd.eval_instructions_path, [x.to_dict() for x in eval_set])
                     self._write_ledger()
@@ -94,8 +99,8 @@ class Loop:
                     self._evaluate(k, str(rd.model_dir(k)), eval_set)
                     RunDir.mark_done(rd.round_dir(k), "round")
                     rd.log(f"round {k}: done")
-                    write_metrics(rd)
-                rows = write_metrics(rd)
+                    self._publish()
+                rows = self._publish()
         finally:
             self.engines.close()
             for judge in {
@@ -104,6 +109,23 @@ class Loop:
                 close_judge(judge)
         table_console().print(summary_table(rows))
         return rows
+
+    def _publish(self) -> list[dict[str, Any]]:
+        """metrics.jsonl and the tracking views derived from the run's files."""
+        rows = write_metrics(self.rd)
+        if self.cfg.tracking.tensorboard:
+            write_tensorboard(self.rd, rows, self.rd.config_path.read_text())
+        return rows
+
+    def _record_invocation(self) -> None:
+        """The manifest of this invocation (manifest.py); a resume on other versions of the
+        packages that decide the numbers is said at once, and `cutloop status` keeps saying it."""
+        gen = self.cfg.generation
+        vllm = find_vllm_python(gen.vllm_python) if gen.backend in ("auto", "vllm") else None
+        manifest = build_manifest(self.cfg.seed, self.pool, self.judge, vllm)
+        if changes := record_invocation(self.rd, manifest):
+            console.print(f"warning: this run started on other versions: {'; '.join(changes)}")
+            self.rd.log(f"run: versions differ from the run's start: {'; '.join(changes)}")
 
     def _round(self, k: int, start_model: str) -> None:
         """One round: sample, generate, judge, train; the new policy lands in round-k/model."""
@@ -118,6 +140,7 @@ class Loop:
         triplets = build_triplets(responses, judgments)
         if not RunDir.is_done(folder, "train"):
             self.rd.log(f"round {k}: training on {len(triplets)} judged responses")
+            started = time.monotonic()
             result = self.trainer.train(
                 triplets, Path(start_model), folder / "train", self.rd.model_dir(k)
             )
@@ -130,6 +153,7 @@ class Loop:
                     **result.metrics,
                     **step_means(folder / "train" / "log.jsonl"),
                     **sample_stats(responses),
+                    "seconds": round(time.monotonic() - started, 3),
                 },
             )
         # The round's policy is saved and marked: the resumable trainer state (weights plus
@@ -238,6 +262,7 @@ class Loop:
         folder = self.rd.eval_dir(k)
         if RunDir.is_done(folder, "eval"):
             return
+        started = time.monotonic()
         ev, gen = self.cfg.eval, self.cfg.generation
         params = SamplingParams(
             max_new_tokens=ev.max_new_tokens or gen.max_new_tokens, temperature=ev.temperature,
@@ -246,8 +271,11 @@ class Loop:
         responses = self._generate(folder, eval_set, model, params, f"eval {k}", "eval")
         nxt = k + 1
         if nxt <= self.cfg.iterations and not RunDir.is_done(self.rd.round_dir(nxt), "round"):
-            # Round k+1 starts from this very policy: its answers come from the same engine.
+            # Round k+1 starts from this very policy: its answers come from the same engine
+            # (their time is round k+1's generate time, not this evaluation's).
+            before = time.monotonic()
             self._round_responses(nxt, model)
+            started += time.monotonic() - before
         self.engines.close()
         drift = self._drift(model, folder) if ev.drift else {}
         rows = []
@@ -258,7 +286,8 @@ class Loop:
             rows.append(score(sub, responses, ej, self.cfg, start, f"eval {k} {ej.label}"))
             rows[-1].update(drift)
             self.rd.log(f"eval after round {k}: {format_eval(rows[-1])}")
-        RunDir.mark_done(folder, "eval", {"judges": rows})
+        seconds = round(time.monotonic() - started, 3)
+        RunDir.mark_done(folder, "eval", {"judges": rows, "seconds": seconds})
 
     def _drift(self, model: str, folder: Path) -> dict[str, float | None]:
         """The mean token log p of round 0's held-out answers under `model`, and its change
@@ -286,7 +315,7 @@ def build_triplets(responses: list[Response], judgments: dict[str, Judgment]) ->
         j = judgments.get(r["id"])
         if j is None or j.failed:
             continue
-        critique = None if j.acceptable else (j.critique or "The response is unacceptable.")
+        critique = None if j.acceptable else (j.critique or DEFAULT_CRITIQUE)
         triplets.append(
             Triplet(
                 r["id"],

@@ -20,9 +20,9 @@ def collect_metrics(rd: RunDir) -> list[dict[str, Any]]:
             k = int(folder.name.split("-")[1])
             # One row per eval judge; a marker from before eval judges is one unlabelled row.
             judged = info.get("judges", [{"judge": None, **info}])
-            rows += [
-                {"round": k, "kind": "eval", "finished": info["finished"], **j} for j in judged
-            ]
+            common = {"round": k, "kind": "eval", "finished": info["finished"]}
+            common["eval_seconds"] = info.get("seconds")  # the whole evaluation, all judges
+            rows += [{**common, **j} for j in judged]
     for k in rd.iter_round_numbers():
         folder = rd.round_dir(k)
         judged = RunDir.done_info(folder, "judge")
@@ -31,7 +31,20 @@ def collect_metrics(rd: RunDir) -> list[dict[str, Any]]:
             rows.append({"round": k, "kind": "judge", **judged})
         if trained:
             rows.append({"round": k, "kind": "train", **trained})
+        if RunDir.is_done(folder, "round"):
+            rows.append({"round": k, "kind": "time", **stage_seconds(rd, k)})
     return rows
+
+
+def stage_seconds(rd: RunDir, k: int) -> dict[str, float | None]:
+    """Wall seconds of round k's stages (each from its DONE marker; None where a marker
+    predates timings): generate, judge, train, and the evaluation of its policy."""
+    folder = rd.round_dir(k)
+    out = {}
+    for stage, where in (("generate", folder), ("judge", folder), ("train", folder),
+                         ("eval", rd.eval_dir(k))):  # fmt: skip
+        out[f"{stage}_seconds"] = (RunDir.done_info(where, stage) or {}).get("seconds")
+    return out
 
 
 def write_metrics(rd: RunDir) -> list[dict[str, Any]]:
@@ -81,7 +94,7 @@ def summary_table(rows: list[dict[str, Any]], title: str = "cut_loop run") -> Ta
     # A paid judge's spend per round (rules and local judges report none: no column).
     paid = any((row.get("usage") or {}).get("cost_usd") for row in rows)
     judges = list(dict.fromkeys(r.get("judge") for r in rows if r["kind"] == "eval"))
-    columns = ["round", "train acc.", "critiques", "steps", "last loss"]
+    columns = ["round", "train acc.", "critiques", "steps", "last loss", "min"]
     for label in judges:
         name = label or "eval"
         columns += [f"{name} acc. (95% CI)", f"{name} Δ vs 0 (95% CI)"]
@@ -98,12 +111,18 @@ def summary_table(rows: list[dict[str, Any]], title: str = "cut_loop run") -> Ta
     for k in sorted(by_round):
         r = by_round[k]
         judge, train, evals = r.get("judge", {}), r.get("train", {}), r["eval"]
+        # The round's wall time over its stages (round 0: the starting model's evaluation).
+        parts = [v for key, v in r.get("time", {}).items() if key.endswith("_seconds")]
+        if k == 0:
+            parts = [e.get("eval_seconds") for e in evals.values()][:1]
+        seconds = [v for v in parts if v is not None]
         cells = [
             str(k),
             _fmt(judge.get("acceptance_rate")),
             _fmt(judge.get("unacceptable")),
             _fmt(train.get("steps")),
             _fmt(train.get("loss"), ".4f"),
+            _fmt(sum(seconds) / 60, ".1f") if seconds else "-",
         ]
         for label in judges:
             ev = evals.get(label, {})

@@ -174,10 +174,9 @@ def train_offline(data: Path, cfg: RunConfig, output: Path) -> dict[str, Any]:
     return summary
 
 
-def summarise_log(path: Path, window: int = 10) -> dict[str, Any]:
-    """Per-step means of the loss and each component over the run, its first and its last
-    `window` steps, and the throughput, from the trainer's log.jsonl (the last row per step
-    counts: a resumed run re-logs the steps after its checkpoint)."""
+def step_rows(path: Path) -> list[dict[str, Any]]:
+    """The trainer's log.jsonl, one row per optimizer step in step order (the last row per
+    step counts: a resumed run re-logs the steps after its checkpoint)."""
     by_step: dict[int, dict[str, Any]] = {}
     if path.exists():
         for line in path.read_text().splitlines():
@@ -186,7 +185,14 @@ def summarise_log(path: Path, window: int = 10) -> dict[str, Any]:
             except json.JSONDecodeError:  # a line a kill cut short
                 continue
             by_step[row["step"]] = row
-    rows = [by_step[k] for k in sorted(by_step)]
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def summarise_log(path: Path, window: int = 10) -> dict[str, Any]:
+    """Per-step means of the loss and each component over the run, its first and its last
+    `window` steps, and the throughput, from the trainer's log.jsonl (the last row per step
+    counts: a resumed run re-logs the steps after its checkpoint)."""
+    rows = step_rows(path)
     keys = [k for k in rows[0] if k not in _NOT_COMPONENTS] if rows else []
     components = {}
     for key in keys:

@@ -25,13 +25,18 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def file_mode() -> int:
+    """The mode every run file gets (see _UMASK)."""
+    return 0o666 & ~_UMASK
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so that readers see either the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+            os.fchmod(f.fileno(), file_mode())
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

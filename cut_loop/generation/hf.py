@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -59,25 +61,62 @@ class HFGenerator:
         # Templates already contain any special tokens the model needs (chat templates add them).
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(self.device)
+        out = self.model.generate(**enc, **self._decoding(params))
+        new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
+        completions = [self._completion(ids, params.stop) for ids in new_tokens]
+        return [completions[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+
+    def _decoding(self, params: SamplingParams) -> dict[str, Any]:
+        """`model.generate` arguments for `params` (one place for batches and streams)."""
         sample = params.temperature > 0
         stops = (
             {"stop_strings": list(params.stop), "tokenizer": self.tokenizer} if params.stop else {}
         )
-        out = self.model.generate(
-            **enc,
-            max_new_tokens=params.max_new_tokens,
-            do_sample=sample,
-            temperature=params.temperature if sample else None,
-            top_p=params.top_p if sample else None,
-            top_k=None,
-            num_return_sequences=params.n,
-            eos_token_id=self.eos_ids,
-            pad_token_id=self.tokenizer.pad_token_id,
+        return {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": sample,
+            "temperature": params.temperature if sample else None,
+            "top_p": params.top_p if sample else None,
+            "top_k": None,
+            "num_return_sequences": params.n,
+            "eos_token_id": self.eos_ids,
+            "pad_token_id": self.tokenizer.pad_token_id,
             **stops,
-        )
-        new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
-        completions = [self._completion(ids, params.stop) for ids in new_tokens]
-        return [completions[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+        }
+
+    def stream(self, prompt: str, params: SamplingParams) -> Iterator[str]:
+        """One answer to `prompt`, yielded piece by piece as it is decoded (`cutloop chat`),
+        the text up to the first stop string (what `generate` returns, before its strip)."""
+        from threading import Thread
+
+        from transformers import TextIteratorStreamer
+
+        torch.manual_seed(params.seed)
+        enc = self.tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = {
+            **enc.to(self.device),
+            **self._decoding(replace(params, n=1)),
+            "streamer": streamer,
+        }
+        worker = Thread(target=torch.inference_mode()(self.model.generate), kwargs=kwargs)
+        worker.start()
+        # Held back: the tail that may be the start of a stop string still to come.
+        hold = max((len(x) for x in params.stop), default=1) - 1
+        text, sent, stopped = "", 0, False
+        for piece in streamer:
+            text += piece
+            if stopped:
+                continue  # let generate finish (it stops at the stop string itself)
+            end = _first_stop(text, params.stop)
+            stopped = end is not None
+            end = end if end is not None else max(sent, len(text) - hold)
+            if end > sent:
+                yield text[sent:end]
+                sent = end
+        if not stopped and len(text) > sent:
+            yield text[sent:]
+        worker.join()
 
     def _completion(self, ids: list[int], stop: tuple[str, ...]) -> Completion:
         end = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)

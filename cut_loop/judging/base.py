@@ -21,6 +21,9 @@ from cut_loop.errors import CutLoopError, foreign_error
 # judge, a plugin too, may use it for the same effect.
 BUDGET_REACHED = "budget reached"
 
+# What an unacceptable judgment without a critique is trained (and exported) with.
+DEFAULT_CRITIQUE = "The response is unacceptable."
+
 
 class Verdict(str, Enum):
     ACCEPTABLE = "acceptable"

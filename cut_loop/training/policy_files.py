@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from cut_loop.errors import CutLoopError
+from cut_loop.rundir import file_mode
 
 # Config fields of models whose logits are not the LM head's output: the fused CUT loss and
 # the log-prob helpers compute log-softmax of the plain head, so these would train wrongly.
@@ -40,7 +41,8 @@ def save_policy(
 
 def replace_dir(src: Path, dst: Path, copy: bool = False) -> None:
     """Make `dst` the finished directory `src` (or a copy of it) with one rename, after its
-    files reached the disk: readers see the old directory or the whole new one."""
+    files reached the disk: readers see the old directory or the whole new one. Its files get
+    the run's one file mode (safetensors writes its own private, 0600)."""
     if copy:
         tmp = dst.parent / f".{dst.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -48,6 +50,7 @@ def replace_dir(src: Path, dst: Path, copy: bool = False) -> None:
         src = tmp
     for f in src.rglob("*"):
         if f.is_file():
+            f.chmod(file_mode())
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
     old = dst.parent / f".{dst.name}.old"

@@ -90,3 +90,12 @@ def base_args(tiny_model_dir: Path) -> Callable[..., list[str]]:
         ]  # fmt: skip
 
     return make
+
+
+def tensorboard_points(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of RUN/tensorboard/: tag -> [(step, value)] in file order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from cut_loop.rundir import atomic_write_jsonl, read_jsonl
-from tests.loop.conftest import ROOT, kill_when, run_cli
+from tests.loop.conftest import ROOT, kill_when, run_cli, tensorboard_points
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault("windows")]
 
@@ -68,6 +68,15 @@ def _finish_and_compare(run_dir: Path, ref_dir: Path, log: Path, args: list[str]
     eval_ids = {x["id"] for x in read_jsonl(run_dir / "eval" / "instructions.jsonl")}
     assert {i: seen[i] for i in round_ids} == dict.fromkeys(round_ids, 1), "a request was repeated"
     assert {i: seen[i] for i in eval_ids} == dict.fromkeys(eval_ids, 3), "a request was repeated"
+    # The curves of the resumed run: every point once, the reference's steps (the values of
+    # the stage times differ, the rest are the reference's).
+    points, ref_points = tensorboard_points(run_dir), tensorboard_points(ref_dir)
+    assert {t: [s for s, _ in p] for t, p in points.items()} == {
+        t: [s for s, _ in p] for t, p in ref_points.items()
+    }
+    for tag, values in points.items():
+        if not tag.startswith(("time/", "train/seconds", "train/tokens_per_s")):
+            assert values == pytest.approx(ref_points[tag], rel=1e-4, abs=1e-6), tag
     a = load_file(run_dir / "round-02" / "model" / "model.safetensors")
     b = load_file(ref_dir / "round-02" / "model" / "model.safetensors")
     for key in a:

@@ -143,7 +143,8 @@ def test_vote(votes: str, ties: str, expected: str) -> None:
         assert j.error.startswith("vote undecided") and "broke" in j.error
 
 
-def test_nested_composites_from_config_and_their_caches(tmp_path):
+def test_nested_composites_from_config_and_their_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # the rubric judge checks for it up front
     config = {
         "judges": [
             {"name": "rules"},

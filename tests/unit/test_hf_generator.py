@@ -42,3 +42,16 @@ def test_stop_strings_end_the_answer_before_them(scripted: tuple[HFGenerator, st
     assert generator.generate([prompt], greedy(stop=(" inco",))) == [
         [Completion("The response is", True, 5)]
     ]
+
+
+@pytest.mark.parametrize("stop", [(), (".", " is"), (" inco",)])
+def test_a_stream_yields_pieces_that_join_to_the_generated_answer(
+    scripted: tuple[HFGenerator, str], stop: tuple[str, ...]
+) -> None:
+    """`cutloop chat` streams: the pieces come one token-ish at a time, none past a stop string
+    (even one spread over two tokens), and joined they are `generate`'s answer."""
+    generator, prompt = scripted
+    pieces = list(generator.stream(prompt, greedy(stop=stop)))
+    [[full]] = generator.generate([prompt], greedy(stop=stop))
+    assert "".join(pieces).strip() == full.text
+    assert len(pieces) >= 2
