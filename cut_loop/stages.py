@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -25,6 +26,7 @@ from cut_loop.judging.base import (
     Judge,
     JudgeItem,
     Judgment,
+    failure_kind,
     judge_batch,
     usage_totals,
 )
@@ -200,9 +202,14 @@ def judge_stage(
             f"{path}: {len(failed)} of {len(responses)} judgments failed"
             f" (first: {first.error}); re-run the same command to retry only those"
         )
-    # Usage over every row ever appended, superseded failures included: they were paid for.
-    paid = usage_totals(Judgment.from_dict(row) for row in read_jsonl(path))
-    counts = judgment_counts(judgments.values())
+    # Usage and failures over every row ever appended, superseded failures included: they
+    # were paid for, and they say how the judge misbehaved.
+    every = [Judgment.from_dict(row) for row in read_jsonl(path)]
+    counts = {
+        **judgment_counts(judgments.values()),
+        "failures_by_kind": dict(Counter(failure_kind(j.error) for j in every if j.failed)),
+    }
+    paid = usage_totals(every)
     RunDir.mark_done(folder, "judge", {**counts, "usage": paid, **_seconds(started)})
     return judgments
 

@@ -45,6 +45,8 @@ def scalars(rd: RunDir, rows: list[dict[str, Any]]) -> Iterator[tuple[str, float
                     yield f"round/{row['kind']}_{key}", float(row[key]), k, when
             for key, value in (row.get("usage") or {}).items():
                 yield f"judge/{key}", float(value), k, when
+            for kind, n in (row.get("failures_by_kind") or {}).items():
+                yield f"judge/failed_{kind}", float(n), k, when
         elif row["kind"] == "time":
             for key, value in row.items():
                 if key.endswith("_seconds") and value is not None:

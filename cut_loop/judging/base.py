@@ -149,6 +149,28 @@ def judge_batch(judge: Judge, items: Sequence[JudgeItem], record: OnJudgment) ->
     return results
 
 
+# Why judgments fail, in the words the built-in judges use (judging/openai_judge.py); the
+# first match names the kind. A plugin's own errors count as "other".
+_FAILURE_KINDS = (
+    ("budget", (BUDGET_REACHED,)),
+    ("rate_limit", ("HTTP 429",)),
+    ("server", ("HTTP 5",)),
+    ("transport", ("timed out", "connection error", "not sent: the server did not answer")),
+    ("bad_reply", ("not a chat completion", "has no choices", "reply is empty")),
+    ("parse", ("re-ask", "has no score", "names neither")),
+)
+
+
+def failure_kind(error: str | None) -> str:
+    """budget, rate_limit, server, transport, bad_reply, parse or other (issue reports and
+    metrics group failed judgments by it)."""
+    text = error or ""
+    for kind, words in _FAILURE_KINDS:
+        if any(w in text for w in words):
+            return kind
+    return "other"
+
+
 def usage_totals(judgments: Iterable[Judgment]) -> dict[str, float]:
     """Key-wise sum of `usage` over `judgments` (e.g. over every row of a judgments.jsonl,
     failed attempts included, since they were paid for too). `cost_usd` in the sum covers only

@@ -53,7 +53,9 @@ def test_request_budget_stops_the_round_and_a_rerun_finishes_it(
     latest = {r["id"]: r for r in read_jsonl(round_dir / "judgments.jsonl")}
     assert all(j["verdict"] == "acceptable" for j in latest.values()) and len(latest) == 6
     # The round's usage counts every request of both invocations (none was sent twice).
-    usage = RunDir.done_info(round_dir, "judge")["usage"]
+    done = RunDir.done_info(round_dir, "judge")
+    assert done["failures_by_kind"] == {"budget": 2}  # the superseded failures, by kind
+    usage = done["usage"]
     assert usage["requests"] == 6 and usage["prompt_tokens"] == 6 * 11
     # gpt-4 list price, $0.03 / $0.06 per 1K tokens; the server reports 11 + 7 tokens a request
     assert usage["cost_usd"] == pytest.approx(6 * (11 * 0.03 + 7 * 0.06) / 1000)

@@ -21,7 +21,7 @@ import openai
 import pytest
 
 from cut_loop.errors import CutLoopError
-from cut_loop.judging.base import JudgeItem, Judgment, Verdict, usage_totals
+from cut_loop.judging.base import JudgeItem, Judgment, Verdict, failure_kind, usage_totals
 from cut_loop.judging.openai_judge import OpenAIJudge
 from cut_loop.judging.rubric import load_rubric, parse_answer
 from cut_loop.rundir import JsonlAppender, read_jsonl
@@ -179,6 +179,20 @@ def test_a_dead_server_costs_one_retry_schedule_not_one_per_item(monkeypatch):
     assert 3 <= judge.stats["requests"] <= 2 * 3
     skipped = [j for j in out if j.error.startswith("not sent: the server did not answer")]
     assert len(skipped) >= 6 and all(j.usage["requests"] == 0 for j in skipped[-6:])
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "kind"),
+    [("429", "rate_limit"), ("503", "server"), ("garbage", "bad_reply"), ("empty", "bad_reply"),
+     (Reply("I cannot say."), "parse")],
+)  # fmt: skip
+def test_failures_are_grouped_by_kind_from_the_judges_own_words(
+    make_judge, server, behaviour, kind
+):
+    server.retry_after = 0.01
+    server.script(*[behaviour] * 4)
+    [j] = make_judge(max_retries=1).judge(items("Paris."))
+    assert j.failed and failure_kind(j.error) == kind, j.error
 
 
 def test_a_client_error_fails_the_item_without_retries(make_judge, server):
