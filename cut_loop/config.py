@@ -97,11 +97,20 @@ class JudgeConfig:
 
 
 @dataclass
+class MlflowConfig:
+    experiment: str = ""
+    """MLflow experiment to log the run to after every round ("": off; needs mlflow)."""
+    tracking_uri: str = ""
+    """MLflow tracking URI ("": mlflow's own default, e.g. $MLFLOW_TRACKING_URI)."""
+
+
+@dataclass
 class TrackingConfig:
     """Where a run's curves go besides metrics.jsonl (tracking.py)."""
 
     tensorboard: bool = True
     """Rebuild RUN/tensorboard/ from the run's files after every round."""
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
 @dataclass
@@ -295,6 +304,8 @@ OPERATIONAL_FIELDS = {
     "train.deepspeed.num_procs",
     "train.deepspeed.omp_threads",
     "tracking.tensorboard",
+    "tracking.mlflow.experiment",
+    "tracking.mlflow.tracking_uri",
 }
 
 _CHOICES = {

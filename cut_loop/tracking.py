@@ -1,4 +1,4 @@
-"""Experiment tracking: the run's curves in TensorBoard, rebuilt from the run directory.
+"""Experiment tracking: the run's curves in TensorBoard (and MLflow), from the run directory.
 
 The run directory is the source of truth (metrics.jsonl, each round's train/log.jsonl), so the
 event files are derived from it after every round rather than streamed: `RUN/tensorboard/` is
@@ -6,18 +6,26 @@ written afresh into a temporary folder and swapped in, so a killed and resumed r
 point exactly once, and curves from every round line up. Steps: optimizer steps count on
 across rounds (round 2's first step follows round 1's last) for `train/*`; the round number for
 everything measured once per round. `tensorboard --logdir RUN/tensorboard` shows them.
+
+MLflow (`tracking.mlflow.experiment`) is a service, not a folder to rebuild: each round's new
+points are sent once, to one MLflow run per run directory (its id kept in
+RUN/tracking/mlflow.json with the last round and step sent), so a resumed or extended run
+continues the same curves. A kill between sending and saving that state may send one round's
+points twice (MLflow keeps both); everything else is sent exactly once.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cut_loop.errors import CutLoopError
 from cut_loop.offline import step_rows
-from cut_loop.rundir import RunDir
+from cut_loop.rundir import RunDir, atomic_write_json
 
 # Per-step fields of the trainer's log that are bookkeeping, not curves.
 _NOT_CURVES = {"step", "epoch"}
@@ -83,6 +91,56 @@ def write_tensorboard(rd: RunDir, rows: list[dict[str, Any]], config_yaml: str) 
         out.rename(old)
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def check_trackers(cfg: Any) -> None:
+    """Refuse up front (before the run directory is touched) a tracker that cannot run."""
+    if cfg.tracking.mlflow.experiment:
+        try:
+            import mlflow  # noqa: F401
+        except ImportError:
+            raise CutLoopError(
+                "tracking.mlflow.experiment is set, but mlflow is not installed"
+                " (pip install mlflow-skinny)"
+            ) from None
+
+
+def sync_mlflow(rd: RunDir, rows: list[dict[str, Any]], cfg: Any) -> None:
+    """Send the points MLflow has not had yet (see the module docstring)."""
+    import mlflow
+
+    ml = cfg.tracking.mlflow
+    state_path = rd.root / "tracking" / "mlflow.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    last_round, last_step = state.get("round", -1), state.get("train_step", 0)
+    points = list(scalars(rd, rows))
+    new = [p for p in points if p[2] > (last_step if p[0].startswith("train/") else last_round)]
+    if ml.tracking_uri:
+        mlflow.set_tracking_uri(ml.tracking_uri)
+    mlflow.set_experiment(ml.experiment)
+    with mlflow.start_run(run_id=state.get("run_id"), run_name=rd.root.name) as run:
+        if "run_id" not in state:
+            mlflow.log_params({k: str(v)[:500] for k, v in _flat(json.loads(json.dumps(
+                cfg.to_dict()))).items()})  # fmt: skip
+        for tag, value, step, _ in new:
+            mlflow.log_metric(tag, value, step=step)
+        run_id = run.info.run_id
+    rounds = [p[2] for p in points if not p[0].startswith("train/")]
+    steps = [p[2] for p in points if p[0].startswith("train/")]
+    atomic_write_json(state_path, {
+        "run_id": run_id, "round": max(rounds, default=last_round),
+        "train_step": max(steps, default=last_step),
+    })  # fmt: skip
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
 
 
