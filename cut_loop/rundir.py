@@ -232,6 +232,20 @@ class RunLock:
         self._fd = fd
         return self
 
+    def holder(self) -> int | None:
+        """The pid of the process running on the directory now, or None (`cutloop status`)."""
+        if not self.path.exists():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="ignore").strip()
+            return int(text) if text.isdigit() else -1
+        finally:
+            os.close(fd)  # closing drops the shared lock if we got it
+        return None
+
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -13,7 +13,7 @@ from cut_loop.config import config_from_dict, load_yaml
 from cut_loop.errors import CutLoopError
 from cut_loop.manifest import run_version_changes
 from cut_loop.metrics import collect_metrics, summary_table
-from cut_loop.rundir import RunDir, read_jsonl
+from cut_loop.rundir import RunDir, RunLock, read_jsonl
 from cut_loop.stages import read_judgments
 
 
@@ -64,6 +64,10 @@ def status_view(run_dir: Path) -> Group:
             "done" if RunDir.is_done(rd.eval_dir(k), "eval") else "todo",
         )
     views: list[Any] = [table, summary_table(collect_metrics(rd), title="metrics")]
+    if (pid := RunLock(rd.root).holder()) is not None:
+        last = rd.log_path.read_text().splitlines()[-1:] if rd.log_path.exists() else []
+        doing = last[0].split(" ", 1)[-1] if last else "starting"
+        views.insert(0, f"[bold]running now[/] (pid {pid}): {doing}")
     if changes := run_version_changes(rd.root):
         views.insert(0, f"[yellow]warning: resumed on other versions than the run started on:"
                         f" {'; '.join(changes)}[/]")  # fmt: skip

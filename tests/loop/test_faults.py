@@ -103,7 +103,7 @@ def test_a_file_size_limit_mid_save_is_one_line_and_the_resume_finishes(
     assert (round1 / "judgments.jsonl").read_bytes() == kept
 
 
-def test_a_second_run_on_a_directory_in_use_is_refused_in_one_line(
+def test_a_second_run_on_a_directory_in_use_is_refused_in_one_line_and_status_sees_it(
     tmp_path: Path, base_args: Callable[..., list[str]]
 ) -> None:
     run_dir = tmp_path / "run"
@@ -118,10 +118,12 @@ def test_a_second_run_on_a_directory_in_use_is_refused_in_one_line(
             assert first.poll() is None and time.monotonic() < deadline, "the first run ended"
             time.sleep(0.05)
         second = run_cli(*args)
+        status = run_cli("status", str(run_dir))
         assert first.poll() is None, "the first run ended before the second was refused"
     finally:
         first.kill()
         first.wait()
+    assert status.returncode == 0 and f"running now (pid {first.pid}): " in status.stdout
     assert second.returncode == 2
     assert _last_line(second.stderr) == (
         f"error: {run_dir}/lock: another cutloop process is running on this run directory"

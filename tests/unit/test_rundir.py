@@ -125,3 +125,12 @@ def test_other_errors_are_bugs_and_keep_their_traceback() -> None:
     assert environment_fault(RuntimeError("shape mismatch")) is None
     assert environment_fault(OSError(errno.ECONNRESET, "reset")) is None
     assert environment_fault(ValueError("No space left")) is None
+
+
+def test_the_lock_holder_is_known_while_it_runs_and_none_after(tmp_path: Path) -> None:
+    assert RunLock(tmp_path).holder() is None
+    with RunLock(tmp_path):
+        code = f"from cut_loop.rundir import RunLock; print(RunLock({str(tmp_path)!r}).holder())"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.stdout.strip() == str(os.getpid())
+    assert RunLock(tmp_path).holder() is None
