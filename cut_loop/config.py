@@ -105,12 +105,23 @@ class MlflowConfig:
 
 
 @dataclass
+class WandbConfig:
+    project: str = ""
+    """W&B project to log the run to after every round ("": off; needs wandb, $WANDB_API_KEY)."""
+    entity: str = ""
+    """W&B entity (team or user; "": your default)."""
+    mode: str = ""
+    """online, offline or disabled ("": $WANDB_MODE, else online)."""
+
+
+@dataclass
 class TrackingConfig:
     """Where a run's curves go besides metrics.jsonl (tracking.py)."""
 
     tensorboard: bool = True
     """Rebuild RUN/tensorboard/ from the run's files after every round."""
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass
@@ -306,10 +317,14 @@ OPERATIONAL_FIELDS = {
     "tracking.tensorboard",
     "tracking.mlflow.experiment",
     "tracking.mlflow.tracking_uri",
+    "tracking.wandb.project",
+    "tracking.wandb.entity",
+    "tracking.wandb.mode",
 }
 
 _CHOICES = {
     "generation.backend": {"auto", "hf", "vllm"},
+    "tracking.wandb.mode": {"", "online", "offline", "disabled"},
     "generation.dtype": {"auto", "bfloat16", "float16", "float32"},
     "loss.name": {"cut", "sft", "rrhf", "dpo", "none"},
     "loss.truncated": {"keep", "judged", "drop"},

@@ -44,7 +44,7 @@ from cut_loop.offline import summarise_log
 from cut_loop.progress import console, table_console
 from cut_loop.rundir import RunDir, RunLock, atomic_write_json, atomic_write_jsonl, read_jsonl
 from cut_loop.stages import Response, generate_stage, judge_stage
-from cut_loop.tracking import check_trackers, sync_mlflow, write_tensorboard
+from cut_loop.tracking import check_trackers, sync_trackers, write_tensorboard
 from cut_loop.training.base import Trainer, Triplet
 from cut_loop.training.factory import make_trainer
 
@@ -116,13 +116,9 @@ class Loop:
         rows = write_metrics(self.rd)
         if self.cfg.tracking.tensorboard:
             write_tensorboard(self.rd, rows, self.rd.config_path.read_text())
-        if self.cfg.tracking.mlflow.experiment:
-            try:
-                sync_mlflow(self.rd, rows, self.cfg)
-            except Exception as e:  # a tracking server's trouble must not stop the loop
-                first = str(e).splitlines()[0] if str(e) else type(e).__name__
-                console.print(f"warning: tracking.mlflow: {first}; the next round sends again")
-                self.rd.log(f"tracking: mlflow failed: {first}")
+        for trouble in sync_trackers(self.rd, rows, self.cfg):
+            console.print(f"warning: {trouble}; the next round sends again")
+            self.rd.log(f"tracking: {trouble}")
         return rows
 
     def _record_invocation(self) -> None:

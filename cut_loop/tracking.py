@@ -7,16 +7,18 @@ point exactly once, and curves from every round line up. Steps: optimizer steps 
 across rounds (round 2's first step follows round 1's last) for `train/*`; the round number for
 everything measured once per round. `tensorboard --logdir RUN/tensorboard` shows them.
 
-MLflow (`tracking.mlflow.experiment`) is a service, not a folder to rebuild: each round's new
-points are sent once, to one MLflow run per run directory (its id kept in
-RUN/tracking/mlflow.json with the last round and step sent), so a resumed or extended run
-continues the same curves. A kill between sending and saving that state may send one round's
-points twice (MLflow keeps both); everything else is sent exactly once.
+MLflow (`tracking.mlflow.experiment`) and W&B (`tracking.wandb.project`) are services, not
+folders to rebuild: each round's new points are sent once, to one tracker run per run
+directory (its id kept in RUN/tracking/<tracker>.json with the last round and step sent), so
+a resumed or extended run continues the same curves. A kill between sending and saving that
+state may send one round's points twice; everything else is sent exactly once.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import secrets
 import shutil
 from collections.abc import Iterator
 from datetime import datetime
@@ -96,42 +98,98 @@ def write_tensorboard(rd: RunDir, rows: list[dict[str, Any]], config_yaml: str) 
 
 def check_trackers(cfg: Any) -> None:
     """Refuse up front (before the run directory is touched) a tracker that cannot run."""
-    if cfg.tracking.mlflow.experiment:
+    wanted = [("mlflow", cfg.tracking.mlflow.experiment, "mlflow-skinny"),
+              ("wandb", cfg.tracking.wandb.project, "wandb")]  # fmt: skip
+    for module, on, package in wanted:
+        if not on:
+            continue
         try:
-            import mlflow  # noqa: F401
+            importlib.import_module(module)
         except ImportError:
             raise CutLoopError(
-                "tracking.mlflow.experiment is set, but mlflow is not installed"
-                " (pip install mlflow-skinny)"
+                f"tracking.{module} is set, but {module} is not installed (pip install {package})"
             ) from None
 
 
-def sync_mlflow(rd: RunDir, rows: list[dict[str, Any]], cfg: Any) -> None:
-    """Send the points MLflow has not had yet (see the module docstring)."""
+def sync_trackers(rd: RunDir, rows: list[dict[str, Any]], cfg: Any) -> list[str]:
+    """Send MLflow and W&B the points they have not had yet (see the module docstring);
+    returns one line per tracker that failed (the loop warns and goes on)."""
+    trouble = []
+    for name, on, send in (("mlflow", cfg.tracking.mlflow.experiment, _send_mlflow),
+                           ("wandb", cfg.tracking.wandb.project, _send_wandb)):  # fmt: skip
+        if not on:
+            continue
+        state_path = rd.root / "tracking" / f"{name}.json"
+        state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        last_round, last_step = state.get("round", -1), state.get("train_step", 0)
+        points = list(scalars(rd, rows))
+        new = [p for p in points if p[2] > (last_step if _per_step(p[0]) else last_round)]
+        if not new:
+            continue  # nothing since the last send (a re-run of a finished run)
+        try:
+            run_id = send(rd, cfg, state.get("run_id"), new)
+        except Exception as e:  # a tracking service's trouble must not stop the loop
+            trouble.append(f"tracking.{name}: {str(e).splitlines()[0] if str(e) else e!r}")
+            continue
+        rounds = [p[2] for p in points if not _per_step(p[0])]
+        steps = [p[2] for p in points if _per_step(p[0])]
+        atomic_write_json(state_path, {
+            "run_id": run_id, "round": max(rounds, default=last_round),
+            "train_step": max(steps, default=last_step),
+        })  # fmt: skip
+    return trouble
+
+
+def _per_step(tag: str) -> bool:
+    return tag.startswith("train/")
+
+
+Point = tuple[str, float, int, float]
+
+
+def _send_mlflow(rd: RunDir, cfg: Any, run_id: str | None, new: list[Point]) -> str:
     import mlflow
 
     ml = cfg.tracking.mlflow
-    state_path = rd.root / "tracking" / "mlflow.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    last_round, last_step = state.get("round", -1), state.get("train_step", 0)
-    points = list(scalars(rd, rows))
-    new = [p for p in points if p[2] > (last_step if p[0].startswith("train/") else last_round)]
     if ml.tracking_uri:
         mlflow.set_tracking_uri(ml.tracking_uri)
     mlflow.set_experiment(ml.experiment)
-    with mlflow.start_run(run_id=state.get("run_id"), run_name=rd.root.name) as run:
-        if "run_id" not in state:
-            mlflow.log_params({k: str(v)[:500] for k, v in _flat(json.loads(json.dumps(
-                cfg.to_dict()))).items()})  # fmt: skip
+    with mlflow.start_run(run_id=run_id, run_name=rd.root.name) as run:
+        if run_id is None:
+            mlflow.log_params({k: str(v)[:500] for k, v in _flat(cfg.to_dict()).items()})
         for tag, value, step, _ in new:
             mlflow.log_metric(tag, value, step=step)
-        run_id = run.info.run_id
-    rounds = [p[2] for p in points if not p[0].startswith("train/")]
-    steps = [p[2] for p in points if p[0].startswith("train/")]
-    atomic_write_json(state_path, {
-        "run_id": run_id, "round": max(rounds, default=last_round),
-        "train_step": max(steps, default=last_step),
-    })  # fmt: skip
+        return str(run.info.run_id)
+
+
+def _send_wandb(rd: RunDir, cfg: Any, run_id: str | None, new: list[Point]) -> str:
+    """One W&B run per run directory, resumed by id; `train/*` on the `train_step` axis,
+    everything else on `round` (W&B's own step stays internal)."""
+    import wandb
+
+    wb = cfg.tracking.wandb
+    folder = rd.root / "tracking"
+    folder.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=wb.project, entity=wb.entity or None, mode=wb.mode or None,
+        id=run_id or secrets.token_hex(4), resume="allow", dir=str(folder),
+        name=rd.root.name, config=cfg.to_dict(),
+    )  # fmt: skip
+    try:
+        run.define_metric("round")
+        run.define_metric("train_step")
+        run.define_metric("train/*", step_metric="train_step")
+        for prefix in ("eval/*", "round/*", "judge/*", "time/*"):
+            run.define_metric(prefix, step_metric="round")
+        by_axis: dict[tuple[str, int], dict[str, float]] = {}
+        for tag, value, step, _ in new:
+            axis = "train_step" if _per_step(tag) else "round"
+            by_axis.setdefault((axis, step), {})[tag] = value
+        for (axis, step), values in sorted(by_axis.items()):
+            run.log({axis: step, **values})
+        return str(run.id)
+    finally:
+        run.finish()
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
