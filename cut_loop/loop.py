@@ -348,12 +348,19 @@ def step_means(log: Path) -> dict[str, float]:
 
 
 def sample_stats(responses: list[Response]) -> dict[str, float | None]:
-    """What the round's policy wrote, whatever the judge thought: mean length in tokens and
-    the share of answers that ended before the token limit."""
+    """What the round's policy wrote, whatever the judge thought: its length in tokens (mean,
+    median, 90th percentile: a few runaway answers move the mean, not the median) and the share
+    of answers that ended before the token limit."""
     policy = [r for r in responses if r.get("source", "policy") == "policy"]
-    tokens = [r["num_tokens"] for r in policy if r.get("num_tokens") is not None]
+    tokens = sorted(r["num_tokens"] for r in policy if r.get("num_tokens") is not None)
+
+    def quantile(q: float) -> float | None:
+        return float(tokens[min(len(tokens) - 1, int(q * len(tokens)))]) if tokens else None
+
     return {
         "sample_mean_tokens": sum(tokens) / len(tokens) if tokens else None,
+        "sample_median_tokens": quantile(0.5),
+        "sample_p90_tokens": quantile(0.9),
         "sample_finished_fraction": (
             sum(bool(r["finished"]) for r in policy) / len(policy) if policy else None
         ),

@@ -38,12 +38,15 @@ def collect_metrics(rd: RunDir) -> list[dict[str, Any]]:
 
 def stage_seconds(rd: RunDir, k: int) -> dict[str, float | None]:
     """Wall seconds of round k's stages (each from its DONE marker; None where a marker
-    predates timings): generate, judge, train, and the evaluation of its policy."""
+    predates timings): generate, judge, train, and the evaluation of its policy; and the
+    generation's tokens/s."""
     folder = rd.round_dir(k)
     out = {}
     for stage, where in (("generate", folder), ("judge", folder), ("train", folder),
                          ("eval", rd.eval_dir(k))):  # fmt: skip
         out[f"{stage}_seconds"] = (RunDir.done_info(where, stage) or {}).get("seconds")
+    # Generation speed (a resumed stage's count covers the shards of every process).
+    out["generate_tokens_per_s"] = (RunDir.done_info(folder, "generate") or {}).get("tokens_per_s")
     return out
 
 

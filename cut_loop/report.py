@@ -14,7 +14,6 @@ import base64
 import html
 import io
 import json
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from cut_loop.errors import CutLoopError
 from cut_loop.evaluation.heldout import stored_responses
 from cut_loop.metrics import collect_metrics
 from cut_loop.rundir import RunDir, atomic_write_text, read_jsonl
-from cut_loop.stages import read_judgments
+from cut_loop.stages import critique_groups, read_judgments
 from cut_loop.tracking import scalars
 
 EXAMPLES = 6  # held-out instructions shown side by side
@@ -206,18 +205,15 @@ def _critique_table(rd: RunDir) -> str:
     parts = []
     for k in rd.iter_round_numbers():
         judged = read_judgments(rd.round_dir(k) / "judgments.jsonl").values()
-        groups = Counter(
-            re.sub(r"\d+", "N", j.critique or "")[:200]
-            for j in judged
-            if not j.acceptable and not j.failed
-        )
+        groups = critique_groups(judged, TOP_CRITIQUES)
         total = sum(1 for j in judged if not j.failed)
+        rejected = sum(1 for j in judged if not j.acceptable and not j.failed)
         rows = "".join(
             f"<tr><td>{n}</td><td>{n / total:.0%}</td><td>{html.escape(text)}</td></tr>"
-            for text, n in groups.most_common(TOP_CRITIQUES)
+            for text, n in groups
         )
         head = "<tr><th>n</th><th>share</th><th>critique</th></tr>"
-        title = f"<h3>Round {k}: {sum(groups.values())} of {total} rejected</h3>"
+        title = f"<h3>Round {k}: {rejected} of {total} rejected</h3>"
         parts.append(f"{title}<table>{head}{rows}</table>")
     return "<h2>Most common critiques of the training samples</h2>" + "".join(parts)
 

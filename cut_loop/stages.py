@@ -8,6 +8,7 @@ and the next run picks up from them.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -84,7 +85,11 @@ def generate_stage(
                 generator.close()
     rows = [row for p in paths for row in read_jsonl(p)]
     if not finished:
-        RunDir.mark_done(folder, "generate", {"responses": len(rows), **_seconds(started)})
+        seconds = _seconds(started)
+        tokens = sum(r.get("num_tokens") or 0 for r in rows)
+        rate = {"tokens_per_s": round(tokens / seconds["seconds"], 2)} if seconds["seconds"] else {}
+        info = {"responses": len(rows), "tokens": tokens, **seconds, **rate}
+        RunDir.mark_done(folder, "generate", info)
     return rows
 
 
@@ -208,6 +213,7 @@ def judge_stage(
     counts = {
         **judgment_counts(judgments.values()),
         "failures_by_kind": dict(Counter(failure_kind(j.error) for j in every if j.failed)),
+        "top_critiques": critique_groups(judgments.values()),
     }
     paid = usage_totals(every)
     RunDir.mark_done(folder, "judge", {**counts, "usage": paid, **_seconds(started)})
@@ -224,6 +230,17 @@ def _released(judge: Judge) -> Iterator[None]:
         release = getattr(judge, "release", None)
         if callable(release):
             release()
+
+
+def critique_groups(judgments: Any, top: int = 5) -> list[list[Any]]:
+    """The most common critiques, [text, count], grouped with their numbers taken out (a judge
+    words one complaint about different answers the same way, numbers aside)."""
+    groups = Counter(
+        re.sub(r"\d+", "N", j.critique or "")[:200]
+        for j in judgments
+        if not j.acceptable and not j.failed
+    )
+    return [[text, n] for text, n in groups.most_common(top)]
 
 
 def judgment_counts(judgments: Any) -> dict[str, Any]:

@@ -36,7 +36,15 @@ _EVAL = ("acceptance_rate", "delta_vs_start", "mean_score", "mean_response_token
          "finished_fraction", "logprob_change_vs_start")  # fmt: skip
 _ROUND = {
     "judge": ("acceptance_rate", "unacceptable", "failed", "mean_score"),
-    "train": ("sample_mean_tokens", "sample_finished_fraction", "loss", "steps", "examples"),
+    "train": (
+        "sample_mean_tokens",
+        "sample_median_tokens",
+        "sample_p90_tokens",
+        "sample_finished_fraction",
+        "loss",
+        "steps",
+        "examples",
+    ),
 }
 
 
@@ -59,7 +67,7 @@ def scalars(rd: RunDir, rows: list[dict[str, Any]]) -> Iterator[tuple[str, float
                 yield f"judge/failed_{kind}", float(n), k, when
         elif row["kind"] == "time":
             for key, value in row.items():
-                if key.endswith("_seconds") and value is not None:
+                if key.endswith(("_seconds", "_per_s")) and value is not None:
                     yield f"time/{key}", float(value), k, when
     offset = 0
     for k in rd.iter_round_numbers():

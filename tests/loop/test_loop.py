@@ -161,7 +161,7 @@ def test_a_resume_on_other_versions_is_reported_by_status(
     assert f"torch {torch.__version__} -> 9.9.9" in " ".join(result.stdout.split())
 
 
-def test_stage_times_are_in_the_markers_and_the_metrics(finished_run: Path) -> None:
+def test_stage_times_lengths_and_critiques_are_in_the_metrics(finished_run: Path) -> None:
     rows = read_jsonl(finished_run / "metrics.jsonl")
     times = [r for r in rows if r["kind"] == "time"]
     assert [r["round"] for r in times] == [1, 2]
@@ -169,6 +169,14 @@ def test_stage_times_are_in_the_markers_and_the_metrics(finished_run: Path) -> N
         for stage in ("generate", "judge", "train", "eval"):
             assert r[f"{stage}_seconds"] > 0, (stage, r)
     assert all(r["eval_seconds"] > 0 for r in rows if r["kind"] == "eval")
+    assert all(r["generate_tokens_per_s"] > 0 for r in times)
+    for r in (r for r in rows if r["kind"] == "train"):
+        assert r["sample_median_tokens"] <= r["sample_p90_tokens"] <= 16
+    judged = [r for r in rows if r["kind"] == "judge"]
+    for r in judged:  # grouped critiques add up to no more than the rejections
+        assert sum(n for _, n in r["top_critiques"]) <= r["unacceptable"]
+        assert all(isinstance(text, str) and n >= 1 for text, n in r["top_critiques"])
+    assert any(r["top_critiques"] for r in judged)
 
 
 def test_export_alpaca_eval_holds_a_rounds_held_out_answers(finished_run: Path) -> None:
