@@ -107,7 +107,8 @@ def test_a_second_run_on_a_directory_in_use_is_refused_in_one_line_and_status_se
     tmp_path: Path, base_args: Callable[..., list[str]]
 ) -> None:
     run_dir = tmp_path / "run"
-    args = base_args(run_dir, "--set", "train.epochs=4", "--set", "train.micro_batch_size=1")
+    # Training long enough that the first run holds the directory until it is killed.
+    args = base_args(run_dir, "--set", "train.epochs=50", "--set", "train.micro_batch_size=1")
     first = subprocess.Popen(
         cutloop_cmd(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, **ENV},

@@ -113,8 +113,14 @@ def test_a_kill_at_a_random_moment_resumes_to_the_same_artifacts(
     args = _args(base_args, run_dir, log)
     reached: list[float] = []
 
+    def count() -> int:
+        try:
+            return sum(p.is_file() for p in run_dir.rglob("*"))
+        except FileNotFoundError:  # a folder the run renamed or removed mid-walk
+            return 0
+
     def due() -> bool:
-        if not reached and sum(p.is_file() for p in run_dir.rglob("*")) >= files:
+        if not reached and count() >= files:
             reached.append(time.monotonic())
         return bool(reached) and time.monotonic() - reached[0] >= delay
 
