@@ -84,6 +84,8 @@ class Loop:
         self._check_enough_instructions(eval_set)  # before anything is written or paid for
         try:
             with RunLock(rd.root):
+                if stale := rd.remove_stale_temp_files():
+                    rd.log(f"run: removed {stale} temp files of writes a kill cut short")
                 save_config(cfg, rd.config_path)
                 self._record_invocation()
                 if not rd.eval_instructions_path.exists():

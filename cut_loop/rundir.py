@@ -188,6 +188,15 @@ class RunDir:
             )
         return info
 
+    def remove_stale_temp_files(self) -> int:
+        """Delete the temp files of atomic writes a SIGKILL cut short (`.<name>.<random>.tmp`:
+        never read, the real file is absent or older); call with the run's lock held. Returns
+        how many there were."""
+        stale = [p for p in self.root.rglob(".*.tmp") if p.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     def check_usable(self) -> None:
         """Refuse, before anything is written, a run directory that cannot be one."""
         for path in (self.root, *self.root.parents):

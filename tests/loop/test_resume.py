@@ -42,7 +42,8 @@ def _args(base_args: Callable[..., list[str]], run_dir: Path, log: Path) -> list
 
 
 def _responses(round_dir: Path) -> list[dict]:
-    return [x for p in sorted((round_dir / "responses").glob("*")) for x in read_jsonl(p)]
+    shards = sorted((round_dir / "responses").glob("shard-*.jsonl"))
+    return [x for p in shards for x in read_jsonl(p)]
 
 
 def _judgments(round_dir: Path) -> dict[str, dict]:
@@ -52,6 +53,8 @@ def _judgments(round_dir: Path) -> dict[str, dict]:
 def _finish_and_compare(run_dir: Path, ref_dir: Path, log: Path, args: list[str]) -> None:
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]
+    # A kill mid-write leaves the atomic write's temp file behind; the resume clears it.
+    assert not [p for p in run_dir.rglob(".*.tmp") if p.is_file()], "stale temp files"
     for k in (1, 2):
         r, ref = run_dir / f"round-{k:02d}", ref_dir / f"round-{k:02d}"
         assert read_jsonl(r / "instructions.jsonl") == read_jsonl(ref / "instructions.jsonl")

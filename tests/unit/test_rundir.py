@@ -134,3 +134,13 @@ def test_the_lock_holder_is_known_while_it_runs_and_none_after(tmp_path: Path) -
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert out.stdout.strip() == str(os.getpid())
     assert RunLock(tmp_path).holder() is None
+
+
+def test_temp_files_a_kill_left_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "round-01" / "responses" / "shard-0000.jsonl", "{}\n")
+    left = tmp_path / "round-01" / "responses" / ".shard-0001.jsonl.ab12cd.tmp"
+    left.write_text('{"torn": ')
+    (tmp_path / ".model.tmp").mkdir()  # a folder: its writer clears it before writing
+    assert RunDir(tmp_path).remove_stale_temp_files() == 1
+    assert not left.exists() and (tmp_path / ".model.tmp").is_dir()
+    assert (tmp_path / "round-01" / "responses" / "shard-0000.jsonl").read_text() == "{}\n"
