@@ -582,12 +582,13 @@ def save_config(cfg: RunConfig, path: Path) -> None:
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_fields(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {"section.field": value} (diffs, trackers' params)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
+            out.update(flat_fields(v, key + "."))
         else:
             out[key] = v
     return out
@@ -595,6 +596,6 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def defining_differences(saved: RunConfig, new: RunConfig) -> list[tuple[str, Any, Any]]:
     """(field, saved value, new value) for each run-defining field that differs."""
-    a, b = _flatten(saved.to_dict()), _flatten(new.to_dict())
+    a, b = flat_fields(saved.to_dict()), flat_fields(new.to_dict())
     keys = sorted(k for k in a.keys() | b.keys() if k not in OPERATIONAL_FIELDS)
     return [(k, a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)]

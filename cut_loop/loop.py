@@ -44,7 +44,7 @@ from cut_loop.offline import summarise_log
 from cut_loop.progress import console, table_console
 from cut_loop.rundir import RunDir, RunLock, atomic_write_json, atomic_write_jsonl, read_jsonl
 from cut_loop.stages import Response, generate_stage, judge_stage
-from cut_loop.tracking import check_trackers, sync_trackers, write_tensorboard
+from cut_loop.tracking import check_trackers, scalars, sync_trackers, write_tensorboard
 from cut_loop.training.base import Trainer, Triplet
 from cut_loop.training.factory import make_trainer
 
@@ -116,9 +116,10 @@ class Loop:
     def _publish(self) -> list[dict[str, Any]]:
         """metrics.jsonl and the tracking views derived from the run's files."""
         rows = write_metrics(self.rd)
+        points = list(scalars(self.rd, rows))  # read once (train logs too), shown by each view
         if self.cfg.tracking.tensorboard:
-            write_tensorboard(self.rd, rows, self.rd.config_path.read_text())
-        for trouble in sync_trackers(self.rd, rows, self.cfg):
+            write_tensorboard(self.rd, points, self.rd.config_path.read_text())
+        for trouble in sync_trackers(self.rd, points, self.cfg):
             console.print(f"warning: {trouble}; the next round sends again")
             self.rd.log(f"tracking: {trouble}")
         return rows

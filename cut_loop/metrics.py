@@ -41,12 +41,12 @@ def stage_seconds(rd: RunDir, k: int) -> dict[str, float | None]:
     predates timings): generate, judge, train, and the evaluation of its policy; and the
     generation's tokens/s."""
     folder = rd.round_dir(k)
-    out = {}
-    for stage, where in (("generate", folder), ("judge", folder), ("train", folder),
-                         ("eval", rd.eval_dir(k))):  # fmt: skip
-        out[f"{stage}_seconds"] = (RunDir.done_info(where, stage) or {}).get("seconds")
+    info = {stage: RunDir.done_info(where, stage) or {}
+            for stage, where in (("generate", folder), ("judge", folder), ("train", folder),
+                                 ("eval", rd.eval_dir(k)))}  # fmt: skip
+    out = {f"{stage}_seconds": marker.get("seconds") for stage, marker in info.items()}
     # Generation speed (a resumed stage's count covers the shards of every process).
-    out["generate_tokens_per_s"] = (RunDir.done_info(folder, "generate") or {}).get("tokens_per_s")
+    out["generate_tokens_per_s"] = info["generate"].get("tokens_per_s")
     return out
 
 

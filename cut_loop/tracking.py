@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cut_loop.config import flat_fields
 from cut_loop.errors import CutLoopError
 from cut_loop.offline import step_rows
 from cut_loop.rundir import RunDir, atomic_write_json
@@ -48,7 +49,11 @@ _ROUND = {
 }
 
 
-def scalars(rd: RunDir, rows: list[dict[str, Any]]) -> Iterator[tuple[str, float, int, float]]:
+# (tag, value, step, wall time): one point of a curve.
+Point = tuple[str, float, int, float]
+
+
+def scalars(rd: RunDir, rows: list[dict[str, Any]]) -> Iterator[Point]:
     """(tag, value, step, wall time) for every point of the run, from its files."""
     for row in rows:
         k, when = row["round"], _walltime(row.get("finished"))
@@ -81,8 +86,8 @@ def scalars(rd: RunDir, rows: list[dict[str, Any]]) -> Iterator[tuple[str, float
         offset += max((r["step"] for r in steps), default=0)
 
 
-def write_tensorboard(rd: RunDir, rows: list[dict[str, Any]], config_yaml: str) -> Path:
-    """Rebuild RUN/tensorboard/ from the run's files (see the module docstring)."""
+def write_tensorboard(rd: RunDir, points: list[Point], config_yaml: str) -> Path:
+    """Rebuild RUN/tensorboard/ from the run's points (`scalars`; see the module docstring)."""
     from torch.utils.tensorboard import SummaryWriter
 
     out = rd.root / "tensorboard"
@@ -91,7 +96,7 @@ def write_tensorboard(rd: RunDir, rows: list[dict[str, Any]], config_yaml: str) 
     writer = SummaryWriter(log_dir=str(tmp))
     try:
         writer.add_text("config", f"```\n{config_yaml}\n```", 0)
-        for tag, value, step, when in scalars(rd, rows):
+        for tag, value, step, when in points:
             writer.add_scalar(tag, value, step, walltime=when or None)
     finally:
         writer.close()
@@ -119,9 +124,9 @@ def check_trackers(cfg: Any) -> None:
             ) from None
 
 
-def sync_trackers(rd: RunDir, rows: list[dict[str, Any]], cfg: Any) -> list[str]:
-    """Send MLflow and W&B the points they have not had yet (see the module docstring);
-    returns one line per tracker that failed (the loop warns and goes on)."""
+def sync_trackers(rd: RunDir, points: list[Point], cfg: Any) -> list[str]:
+    """Send MLflow and W&B the points (`scalars`) they have not had yet (see the module
+    docstring); returns one line per tracker that failed (the loop warns and goes on)."""
     trouble = []
     for name, on, send in (("mlflow", cfg.tracking.mlflow.experiment, _send_mlflow),
                            ("wandb", cfg.tracking.wandb.project, _send_wandb)):  # fmt: skip
@@ -130,7 +135,6 @@ def sync_trackers(rd: RunDir, rows: list[dict[str, Any]], cfg: Any) -> list[str]
         state_path = rd.root / "tracking" / f"{name}.json"
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
         last_round, last_step = state.get("round", -1), state.get("train_step", 0)
-        points = list(scalars(rd, rows))
         new = [p for p in points if p[2] > (last_step if _per_step(p[0]) else last_round)]
         if not new:
             continue  # nothing since the last send (a re-run of a finished run)
@@ -152,9 +156,6 @@ def _per_step(tag: str) -> bool:
     return tag.startswith("train/")
 
 
-Point = tuple[str, float, int, float]
-
-
 def _send_mlflow(rd: RunDir, cfg: Any, run_id: str | None, new: list[Point]) -> str:
     import mlflow
 
@@ -164,7 +165,7 @@ def _send_mlflow(rd: RunDir, cfg: Any, run_id: str | None, new: list[Point]) -> 
     mlflow.set_experiment(ml.experiment)
     with mlflow.start_run(run_id=run_id, run_name=rd.root.name) as run:
         if run_id is None:
-            mlflow.log_params({k: str(v)[:500] for k, v in _flat(cfg.to_dict()).items()})
+            mlflow.log_params({k: str(v)[:500] for k, v in flat_fields(cfg.to_dict()).items()})
         for tag, value, step, _ in new:
             mlflow.log_metric(tag, value, step=step)
         return str(run.info.run_id)
@@ -198,16 +199,6 @@ def _send_wandb(rd: RunDir, cfg: Any, run_id: str | None, new: list[Point]) -> s
         return str(run.id)
     finally:
         run.finish()
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _walltime(stamp: str | None) -> float:
