@@ -57,11 +57,9 @@ def main() -> None:
     cfg = config_from_dict(load_yaml(rd.config_path), source=str(rd.config_path))
     template = load_template(cfg.generation.template)
     folder = rd.round_dir(args.round)
-    start = Path(cfg.model if args.round == 1 else rd.model_dir(args.round - 1))
-    if args.round == 1:
-        from cut_loop.models import checked_model
+    from cut_loop.models import checked_model
 
-        start = Path(checked_model(cfg.model))
+    start = Path(checked_model(cfg.model) if args.round == 1 else rd.model_dir(args.round - 1))
     responses = [
         r for p in sorted((folder / "responses").glob("shard-*.jsonl")) for r in read_jsonl(p)
     ]

@@ -130,11 +130,12 @@ def unpadded_states(
 def length_groups(lengths: list[int], group_cost: int = 96) -> list[list[int]]:
     """Row indices in groups of similar length, minimising the positions computed (each group
     padded to its longest row) plus `group_cost` positions per group: a small group runs
-    narrower matmuls and more Python per token. 96 was the best of 0/48/96/192 on the README
-    demo's CUT batches (benchmarks/train_bench.py). Exact, by dynamic programming over the
+    narrower matmuls and more Python per token. 96 was the best of 0/48/96/192 in a sweep on
+    round 2 of the README demo's CUT batches (192 and 48 within noise, 0 no faster than the
+    padded batch). Exact, by dynamic programming over the
     rows sorted by length (a micro-batch has a few dozen rows at most)."""
     order = sorted(range(len(lengths)), key=lambda r: lengths[r])
-    best = [0] + [0] * len(order)  # best[i]: cost of the i shortest rows
+    best = [0] * (len(order) + 1)  # best[i]: cost of the i shortest rows
     cut = [0] * (len(order) + 1)  # cut[i]: where the last group of best[i] starts
     for end in range(1, len(order) + 1):
         best[end], cut[end] = min(
